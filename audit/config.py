@@ -1,0 +1,61 @@
+"""Read a drop's optional ``audit.toml`` into a `DropConfig`, rejecting keys we do not know."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from audit.types import AuditError, DropConfig, Task
+
+_KNOWN_KEYS = frozenset({"feature_names", "task", "target", "class_index"})
+
+
+def read_drop_config(path: Path | None) -> DropConfig:
+    """Parse `path` (None: the defaults). Unknown keys are errors, so a typo is never ignored."""
+    if path is None:
+        return DropConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise AuditError(f"{path}: not valid TOML ({error}); fix the file or remove it") from error
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_KNOWN_KEYS))
+        raise AuditError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {known}")
+    return DropConfig(
+        feature_names=_feature_names(path, raw.get("feature_names")),
+        task=_task(path, raw.get("task")),
+        target=_string(path, "target", raw.get("target", "target")),
+        class_index=_class_index(path, raw.get("class_index")),
+    )
+
+
+def _feature_names(path: Path, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise AuditError(f"{path}: feature_names must be a list of strings")
+    return tuple(value)
+
+
+def _task(path: Path, value: object) -> Task | None:
+    if value is None:
+        return None
+    try:
+        return Task(str(value))
+    except ValueError:
+        raise AuditError(f"{path}: task = {value!r} is not one of 'regression', 'classification'") from None
+
+
+def _string(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise AuditError(f"{path}: {key} must be a non-empty string")
+    return value
+
+
+def _class_index(path: Path, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AuditError(f"{path}: class_index must be a non-negative integer, got {value!r}")
+    return value

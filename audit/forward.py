@@ -1,0 +1,80 @@
+"""Batched forward passes through one traced function, and the losses data methods score with.
+
+Every data method calls the model through a `Predictor`: one `tf.function` per model with a
+``None`` batch dimension, so chunks of any size reuse the same trace instead of retracing.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from audit.types import FloatArray, Task
+
+#: Default memory budget for one chunk of model input, in bytes.
+DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+_EPSILON = 1e-7
+
+
+class Predictor:
+    """Calls `model` in inference mode on float32 chunks; outputs come back as (n, n_outputs)."""
+
+    def __init__(self, model: keras.Model, *, batch_size: int | None = None) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        input_shape = tuple(model.inputs[0].shape)
+        spec = tf.TensorSpec(shape=(None, *input_shape[1:]), dtype=tf.float32)
+        # A partial (not a lambda): TensorFlow counts traces per code object, so one lambda shared
+        # by every model would look like retracing and warn, though each model is traced once.
+        self._call = tf.function(functools.partial(_infer, model), input_signature=[spec])
+
+    def predict(self, X: npt.NDArray[np.floating]) -> FloatArray:
+        """Model outputs for every row of X, flattened to (n_samples, n_outputs)."""
+        rows = self._rows_per_call(X)
+        chunks = [
+            self._call(tf.constant(X[start : start + rows], dtype=tf.float32)).numpy()
+            for start in range(0, X.shape[0], rows)
+        ]
+        outputs = np.concatenate(chunks, axis=0).astype(np.float64)
+        return outputs.reshape(outputs.shape[0], -1)
+
+    def _rows_per_call(self, X: npt.NDArray[np.floating]) -> int:
+        if self.batch_size is not None:
+            return max(1, self.batch_size)
+        row_bytes = max(1, int(np.prod(X.shape[1:])) * 4)
+        return max(1, DEFAULT_CHUNK_BYTES // row_bytes)
+
+
+def _infer(model: keras.Model, x: tf.Tensor) -> tf.Tensor:
+    return model(x, training=False)
+
+
+def per_sample_loss(outputs: FloatArray, y: FloatArray, task: Task) -> FloatArray:
+    """Loss of each sample: squared error (mean over outputs) or cross-entropy of the true class.
+
+    outputs: (n_samples, n_outputs) model outputs; for classification these are probabilities
+    (softmax over classes, or one sigmoid unit for a binary model); y: targets or class labels.
+    """
+    if task is Task.REGRESSION:
+        target = y.reshape(y.shape[0], -1)
+        return np.asarray(np.mean((outputs - target) ** 2, axis=1), dtype=np.float64)
+    labels = y.reshape(-1).astype(np.int64)
+    if outputs.shape[1] == 1:
+        p = np.clip(outputs[:, 0], _EPSILON, 1 - _EPSILON)
+        return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)), dtype=np.float64)
+    p_true = np.take_along_axis(outputs, labels[:, None], axis=1)[:, 0]
+    return np.asarray(-np.log(np.clip(p_true, _EPSILON, 1.0)), dtype=np.float64)
+
+
+def check_labels(y: FloatArray, n_outputs: int) -> str | None:
+    """A reason why y cannot be class labels for a model with `n_outputs` outputs, else None."""
+    n_classes = 2 if n_outputs == 1 else n_outputs
+    if not np.all(np.equal(np.mod(y, 1), 0)):
+        return "classification labels must be integers"
+    if y.min() < 0 or y.max() >= n_classes:
+        return f"labels span {int(y.min())}..{int(y.max())} but the model has {n_classes} classes"
+    return None

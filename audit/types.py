@@ -1,0 +1,258 @@
+"""Plain data types shared by every layer: what a drop is, what a method returns, what a comparison says.
+
+Only numpy and the standard library are imported here, so `storage/` and `reports/` can depend on
+these types without pulling in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+#: JSON-serialisable method parameters, stored with every figure so it can be recomputed.
+Parameters = Mapping[str, "str | int | float | bool | list[int] | list[float] | list[str] | None"]
+
+
+class AuditError(Exception):
+    """A domain failure with a message fit for a user: it names the bad file or value and the fix."""
+
+
+class Task(StrEnum):
+    """What the model predicts; decides the loss used by data-based methods."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: A succeeded run whose figures were replaced by a later re-audit of the same drop.
+    SUPERSEDED = "superseded"
+
+
+class MethodStatus(StrEnum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One folder of the registry: a model retrained on `week`, with its optional eval sample."""
+
+    week: dt.date
+    path: Path
+    model_path: Path
+    #: Every eval.* file found; loading insists on at most one.
+    eval_paths: tuple[Path, ...]
+    config_path: Path | None
+
+
+@dataclass(frozen=True)
+class SkippedFolder:
+    """A registry entry that is not a drop, and why (reported as a warning, never silently dropped)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    """The optional `audit.toml` of a drop (see README, registry contract)."""
+
+    feature_names: tuple[str, ...] | None = None
+    task: Task | None = None
+    target: str = "target"
+    class_index: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """The evaluation sample of a drop.
+
+    X has shape (n_samples, n_features) or (n_samples, n_steps, n_features); y, when present,
+    has n_samples rows (regression targets, or integer class labels).
+    """
+
+    X: FloatArray
+    y: FloatArray | None
+    feature_names: tuple[str, ...]
+    source: Path
+    content_hash: str
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.X.ndim == 3
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the report and the database record about a model file."""
+
+    path: Path
+    content_hash: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    n_parameters: int
+    task: Task
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Per-feature importance computed by one method on one model.
+
+    values[i] and std[i] belong to feature_names[i]; `repeats` (n_features, n_repeats) holds the raw
+    figures of repeated methods; `profile` (n_steps, n_features) is the time x feature attribution of
+    sequence methods. `parameters` is everything needed to recompute the figure (seed included).
+    """
+
+    method: str
+    feature_names: tuple[str, ...]
+    values: FloatArray
+    std: FloatArray | None = None
+    repeats: FloatArray | None = None
+    profile: FloatArray | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.feature_names)
+        if self.values.shape != (n,):
+            raise ValueError(
+                f"{self.method}: values has shape {self.values.shape}, expected ({n},) to match feature_names"
+            )
+        if self.std is not None and self.std.shape != (n,):
+            raise ValueError(f"{self.method}: std has shape {self.std.shape}, expected ({n},)")
+        json.dumps(dict(self.parameters))  # fails early if a parameter cannot be stored
+
+    @property
+    def ranks(self) -> npt.NDArray[np.int64]:
+        """Rank of each feature, 1 = most important; ties share the better rank's order by position."""
+        return ranks_of(self.values)
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    """What happened when a method was asked to run: a result, or why there is none."""
+
+    method: str
+    status: MethodStatus
+    importance: Importance | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    """One feature of one method between the previous drop and this one."""
+
+    feature: str
+    value: float | None
+    previous_value: float | None
+    rank: int | None
+    previous_rank: int | None
+
+    @property
+    def delta(self) -> float | None:
+        if self.value is None or self.previous_value is None:
+            return None
+        return self.value - self.previous_value
+
+    @property
+    def relative_change(self) -> float | None:
+        """delta / previous value; None where the previous value is missing or zero."""
+        delta = self.delta
+        if delta is None or self.previous_value is None or self.previous_value == 0:
+            return None
+        return delta / abs(self.previous_value)
+
+    @property
+    def rank_change(self) -> int | None:
+        """Positive when the feature moved up (to a smaller rank number)."""
+        if self.rank is None or self.previous_rank is None:
+            return None
+        return self.previous_rank - self.rank
+
+
+@dataclass(frozen=True)
+class MethodComparison:
+    """One method's importances this week against the previous drop's."""
+
+    method: str
+    spearman: float | None
+    top_k: int
+    top_k_overlap: float | None
+    changes: tuple[FeatureChange, ...]
+
+    @property
+    def biggest_movers(self) -> tuple[FeatureChange, ...]:
+        """Changes ordered by absolute change, largest first; features on one side only come last.
+
+        Absolute, not relative: within one method all values share a unit, and a feature going from
+        0.001 to 0.017 (+1600%) matters less than one going from 0.5 to 1.1 (+120%).
+        """
+
+        def size(change: FeatureChange) -> float:
+            delta = change.delta
+            return -1.0 if delta is None or math.isnan(delta) else abs(delta)
+
+        return tuple(sorted(self.changes, key=size, reverse=True))
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    """Everything stored about one audited drop: what the report and the comparison read back."""
+
+    model_name: str
+    week: dt.date
+    run_id: int
+    model: ModelFacts
+    n_eval_samples: int | None
+    eval_source: str | None
+    outcomes: tuple[MethodOutcome, ...]
+
+    def importance(self, method: str) -> Importance | None:
+        for outcome in self.outcomes:
+            if outcome.method == method and outcome.importance is not None:
+                return outcome.importance
+        return None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        for outcome in self.outcomes:
+            if outcome.importance is not None:
+                return outcome.importance.feature_names
+        return ()
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """What a weekly report shows: this drop, the one before it (if any) and their comparison."""
+
+    current: AuditSummary
+    previous: AuditSummary | None
+    comparisons: tuple[MethodComparison, ...]
+
+
+def ranks_of(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Rank 1 for the largest value; ties are broken by position so ranks are a permutation."""
+    array = np.asarray(values, dtype=np.float64)
+    order = np.argsort(-array, kind="stable")
+    ranks = np.empty(array.shape[0], dtype=np.int64)
+    ranks[order] = np.arange(1, array.shape[0] + 1)
+    return ranks

@@ -1,0 +1,305 @@
+"""Gather everything the weekly report shows into plain data; the template only renders it.
+
+Values stay raw numbers here (floats, ints, dates); the registered Jinja filters of
+`reports.render` format them. Feature names stay raw strings; the template escapes them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from audit.types import (
+    AuditSummary,
+    FeatureChange,
+    Importance,
+    MethodComparison,
+    MethodOutcome,
+    MethodStatus,
+    ReportInput,
+)
+from reports.charts import importance_bars
+
+#: Features named in a chart's alt text (read out by screen readers, shown when images are blocked).
+ALT_TOP_FEATURES = 5
+
+
+@dataclass(frozen=True)
+class ComparisonLine:
+    """One headline line: how a method's ranking moved since the previous drop."""
+
+    method: str
+    spearman: float | None
+    top_k: int
+    #: How many of this week's top k features were also in the previous top k.
+    top_k_shared: int | None
+
+
+@dataclass(frozen=True)
+class MoverRow:
+    """One row of a method's biggest-movers table."""
+
+    feature: str
+    previous_value: float | None
+    value: float | None
+    delta: float | None
+    relative_change: float | None
+    previous_rank: int | None
+    rank: int | None
+    #: Places gained (positive) or lost since the previous drop.
+    rank_change: int | None
+    #: "up", "down", "same", or "" when the feature is missing from one of the drops.
+    direction: str
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One row of the table of features not drawn in the chart."""
+
+    feature: str
+    rank: int
+    value: float
+    previous_rank: int | None
+
+
+@dataclass(frozen=True)
+class MethodSection:
+    """A method with a result this week: its chart and tables."""
+
+    method: str
+    chart_uri: str
+    chart_alt: str
+    n_features: int
+    n_charted: int
+    #: Features beyond the chart's top n (n_features - n_charted), listed in `rest`.
+    n_more: int
+    #: The previous drop has a result for this method (the chart shows both weeks).
+    has_previous: bool
+    #: A comparison with the previous drop exists (the movers table is shown).
+    compared: bool
+    movers: tuple[MoverRow, ...]
+    rest: tuple[FeatureRow, ...]
+    #: Features new this week, and features the previous drop had but this one does not.
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MethodNotice:
+    """A method that was skipped or failed, and why."""
+
+    method: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Timing:
+    method: str
+    status: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything `report.html` renders, top to bottom."""
+
+    model_name: str
+    week: dt.date
+    previous_week: dt.date | None
+    run_id: int
+    top_n: int
+    comparisons: tuple[ComparisonLine, ...]
+    sections: tuple[MethodSection, ...]
+    notices: tuple[MethodNotice, ...]
+    model_path: str
+    model_hash: str
+    n_parameters: int
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    task: str
+    n_eval_samples: int | None
+    eval_source: str | None
+    timings: tuple[Timing, ...]
+
+
+def build_context(report_input: ReportInput, *, top_n: int = 30, movers: int = 10) -> ReportContext:
+    """Gather the report of `report_input.current` against `report_input.previous`.
+
+    `top_n` features of each method are drawn (the rest are listed in a table); the `movers`
+    features with the largest relative change are listed under each chart.
+    """
+    if top_n < 1:
+        raise ValueError(f"top_n must be at least 1 (features drawn per chart), got {top_n}")
+    if movers < 0:
+        raise ValueError(f"movers must be 0 or more (rows of the movers table), got {movers}")
+    current, previous = report_input.current, report_input.previous
+    comparisons = {comparison.method: comparison for comparison in report_input.comparisons}
+    model = current.model
+    return ReportContext(
+        model_name=current.model_name,
+        week=current.week,
+        previous_week=None if previous is None else previous.week,
+        run_id=current.run_id,
+        top_n=top_n,
+        comparisons=tuple(_comparison_line(c) for c in report_input.comparisons),
+        sections=tuple(
+            _section(
+                importance,
+                previous,
+                comparisons.get(importance.method),
+                current_week=current.week,
+                top_n=top_n,
+                movers=movers,
+            )
+            for importance in _results(current)
+        ),
+        notices=tuple(
+            MethodNotice(
+                method=outcome.method,
+                status=str(outcome.status),
+                reason=outcome.reason or "no reason was recorded",
+            )
+            for outcome in current.outcomes
+            if not _has_result(outcome)
+        ),
+        model_path=str(model.path),
+        model_hash=model.content_hash,
+        n_parameters=model.n_parameters,
+        input_shape=model.input_shape,
+        output_shape=model.output_shape,
+        task=str(model.task),
+        n_eval_samples=current.n_eval_samples,
+        eval_source=current.eval_source,
+        timings=tuple(
+            Timing(method=o.method, status=str(o.status), seconds=o.seconds) for o in current.outcomes
+        ),
+    )
+
+
+def _has_result(outcome: MethodOutcome) -> bool:
+    return outcome.status == MethodStatus.OK and outcome.importance is not None
+
+
+def _results(summary: AuditSummary) -> list[Importance]:
+    """The importances of the methods that succeeded, in the order they ran."""
+    return [o.importance for o in summary.outcomes if _has_result(o) and o.importance is not None]
+
+
+def _comparison_line(comparison: MethodComparison) -> ComparisonLine:
+    """Headline figures; the stored top-k overlap is a share of k, shown as a count."""
+    overlap = comparison.top_k_overlap
+    return ComparisonLine(
+        method=comparison.method,
+        spearman=comparison.spearman,
+        top_k=comparison.top_k,
+        top_k_shared=None if overlap is None else round(overlap * comparison.top_k),
+    )
+
+
+def _section(
+    importance: Importance,
+    previous: AuditSummary | None,
+    comparison: MethodComparison | None,
+    *,
+    current_week: dt.date,
+    top_n: int,
+    movers: int,
+) -> MethodSection:
+    previous_importance = None if previous is None else previous.importance(importance.method)
+    previous_week = None if previous is None or previous_importance is None else previous.week
+    previous_label = "previous" if previous_week is None else f"previous ({previous_week.isoformat()})"
+    chart_uri = importance_bars(
+        importance,
+        previous_importance,
+        top_n=top_n,
+        current_label=f"this week ({current_week.isoformat()})",
+        previous_label=previous_label,
+    )
+    ranks = importance.ranks
+    order = sorted(range(len(importance.feature_names)), key=lambda i: int(ranks[i]))
+    previous_ranks = _rank_by_name(previous_importance)
+    n_features = len(order)
+    n_charted = min(top_n, n_features)
+    charted_names = [importance.feature_names[i] for i in order[:n_charted]]
+    current_names = set(importance.feature_names)
+    return MethodSection(
+        method=importance.method,
+        chart_uri=chart_uri,
+        chart_alt=_chart_alt(
+            importance.method,
+            charted_names,
+            n_features,
+            current_week=current_week,
+            previous_week=previous_week,
+        ),
+        n_features=n_features,
+        n_charted=n_charted,
+        n_more=n_features - n_charted,
+        has_previous=previous_importance is not None,
+        compared=comparison is not None,
+        movers=() if comparison is None else tuple(_mover_row(c) for c in comparison.biggest_movers[:movers]),
+        rest=tuple(
+            FeatureRow(
+                feature=importance.feature_names[i],
+                rank=int(ranks[i]),
+                value=float(importance.values[i]),
+                previous_rank=previous_ranks.get(importance.feature_names[i]),
+            )
+            for i in order[n_charted:]
+        ),
+        added=()
+        if previous_importance is None
+        else tuple(name for name in importance.feature_names if name not in previous_ranks),
+        removed=tuple(name for name in previous_ranks if name not in current_names),
+    )
+
+
+def _rank_by_name(importance: Importance | None) -> dict[str, int]:
+    if importance is None:
+        return {}
+    return {name: int(rank) for name, rank in zip(importance.feature_names, importance.ranks, strict=True)}
+
+
+def _mover_row(change: FeatureChange) -> MoverRow:
+    rank_change = change.rank_change
+    if rank_change is None:
+        direction = ""
+    elif rank_change > 0:
+        direction = "up"
+    elif rank_change < 0:
+        direction = "down"
+    else:
+        direction = "same"
+    return MoverRow(
+        feature=change.feature,
+        previous_value=change.previous_value,
+        value=change.value,
+        delta=change.delta,
+        relative_change=change.relative_change,
+        previous_rank=change.previous_rank,
+        rank=change.rank,
+        rank_change=rank_change,
+        direction=direction,
+    )
+
+
+def _chart_alt(
+    method: str,
+    charted_names: list[str],
+    n_features: int,
+    *,
+    current_week: dt.date,
+    previous_week: dt.date | None,
+) -> str:
+    """Plain-text description of a chart (the template escapes it into the alt attribute)."""
+    shown = (
+        f"all {n_features} features"
+        if len(charted_names) == n_features
+        else f"the top {len(charted_names)} of {n_features} features"
+    )
+    weeks = f"week of {current_week.isoformat()}"
+    if previous_week is not None:
+        weeks += f" against {previous_week.isoformat()}"
+    top = ", ".join(charted_names[:ALT_TOP_FEATURES])
+    return f"Bar chart of {method} importance, {shown}, {weeks}. Most important: {top}."

@@ -1,0 +1,175 @@
+"""Render the weekly report to one self-contained HTML file, and write it atomically.
+
+The Jinja environment escapes everything (`autoescape=True`, not `select_autoescape`): feature
+names come from users' data and may hold markup. Number formatting lives in the filters below,
+registered on the environment, so the template only says which filter a value needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import jinja2
+
+from audit.types import ReportInput
+from reports.context import ReportContext, build_context
+
+TEMPLATE = "report.html"
+#: Shown for a figure that does not exist (first drop, feature missing in one week, NaN).
+MISSING = "—"
+SIGNIFICANT_DIGITS = 3
+HASH_CHARS = 12
+
+
+def render_report(report_input: ReportInput, *, top_n: int = 30) -> str:
+    """The full HTML document of the report of `report_input.current`."""
+    return render_context(build_context(report_input, top_n=top_n))
+
+
+def render_context(context: ReportContext) -> str:
+    """Render an already gathered `ReportContext` (the template sees its fields as variables)."""
+    variables = {field.name: getattr(context, field.name) for field in fields(context)}
+    return _environment().get_template(TEMPLATE).render(**variables)
+
+
+def write_report(html: str, out_dir: Path, week: dt.date) -> Path:
+    """Write `html` to `<out_dir>/<YYYY-MM-DD>/report.html` and return that path.
+
+    The file is written to a temporary file in the same folder and moved into place with
+    `os.replace`, so a reader never sees a half-written report and a failed write leaves the
+    previous report (if any) untouched.
+    """
+    target_dir = Path(out_dir) / week.isoformat()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / "report.html"
+    fd, temp_name = tempfile.mkstemp(dir=target_dir, prefix=".report.", suffix=".html.tmp")
+    temp_path = Path(temp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as temp_file:
+            temp_file.write(html)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        temp_path.chmod(0o644)  # mkstemp creates 0600; a report is meant to be read by others
+        os.replace(temp_path, target)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    return target
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(
+        num=format_number,
+        signed=format_signed,
+        pct=format_percent,
+        corr=format_correlation,
+        count=format_count,
+        seconds=format_seconds,
+        shape=format_shape,
+        short_hash=format_short_hash,
+        rank=format_rank,
+        rank_move=format_rank_move,
+        overlap=format_overlap,
+    )
+    return environment
+
+
+def format_number(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """`value` with `digits` significant digits: 0.00123, 0.457, 12.3, 4,560; 1.23e-05 when tiny."""
+    if value is None or math.isnan(value):
+        return MISSING
+    if value == 0:
+        return "0"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    magnitude = math.floor(math.log10(abs(value)))
+    if not -4 <= magnitude < 9:
+        return f"{value:.{digits - 1}e}"
+    decimals = max(digits - 1 - magnitude, 0)
+    return f"{value:,.{decimals}f}"
+
+
+def format_signed(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """Like `num`, with an explicit sign: +0.0123, -4.56, 0."""
+    if value is None or math.isnan(value):
+        return MISSING
+    text = format_number(value, digits)
+    return text if value <= 0 else f"+{text}"
+
+
+def format_percent(fraction: float | None) -> str:
+    """A relative change as a signed percentage: 0.123 -> +12.3%."""
+    if fraction is None or math.isnan(fraction):
+        return MISSING
+    return f"{format_signed(fraction * 100)}%"
+
+
+def format_correlation(value: float | None) -> str:
+    """A correlation with two decimals (0.93); "n/a" where it could not be computed."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.2f}"
+
+
+def format_overlap(shared: int | None, k: int) -> str:
+    """Features shared by both weeks' top k: "4/5"; "n/a" where it could not be computed."""
+    return "n/a" if shared is None else f"{shared}/{k}"
+
+
+def format_count(value: int | None) -> str:
+    """An integer with thousands separators: 1,234,567."""
+    return MISSING if value is None else f"{value:,}"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration: 0.42 s, 12.3 s, 2 min 05 s, 1 h 02 min."""
+    if seconds is None or math.isnan(seconds):
+        return MISSING
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_shape(shape: tuple[int | None, ...]) -> str:
+    """A Keras shape, batch dimension included: (None, 82) -> "(batch, 82)"."""
+    parts = ["batch" if size is None else str(size) for size in shape]
+    return f"({', '.join(parts)})"
+
+
+def format_short_hash(content_hash: str) -> str:
+    """The first characters of a content hash (after an "algorithm:" prefix, if any)."""
+    _, _, digest = content_hash.rpartition(":")
+    return digest[:HASH_CHARS]
+
+
+def format_rank(rank: int | None, missing: str = MISSING) -> str:
+    """A rank as "#3"; `missing` (e.g. "new", "gone") where the feature has none."""
+    return missing if rank is None else f"#{rank}"
+
+
+def format_rank_move(rank_change: int | None) -> str:
+    """Places gained or lost: ▲ 9 (moved up), ▼ 3 (moved down), = (same rank)."""
+    if rank_change is None:
+        return ""
+    if rank_change == 0:
+        return "="
+    return f"▲ {rank_change}" if rank_change > 0 else f"▼ {-rank_change}"

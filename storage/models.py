@@ -1,0 +1,144 @@
+"""The SQL schema, as SQLAlchemy 2 ORM classes. Analysts query it (see docs/sql.md): names are stable.
+
+Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
+the migrations and these classes agree). Views (``importance_history``) are created by the
+migrations, which own their SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware (UTC)")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime}  # noqa: RUF012 (SQLAlchemy reads it per class)
+
+
+class ModelDrop(Base):
+    """One drop of the registry: a model retrained on `week`. Facts are filled when it loads."""
+
+    __tablename__ = "model_drops"
+    __table_args__ = (UniqueConstraint("model_name", "week", name="uq_model_drops_model_week"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    week: Mapped[dt.date] = mapped_column(Date)
+    path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    input_shape: Mapped[str | None] = mapped_column(String(200))
+    output_shape: Mapped[str | None] = mapped_column(String(200))
+    n_parameters: Mapped[int | None]
+    task: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+
+    runs: Mapped[list[AuditRun]] = relationship(back_populates="drop")
+
+
+class AuditRun(Base):
+    """One attempt to audit a drop. Only `succeeded` runs have figures; re-audits supersede them."""
+
+    __tablename__ = "audit_runs"
+    __table_args__ = (Index("ix_audit_runs_drop_status", "drop_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    drop_id: Mapped[int] = mapped_column(ForeignKey("model_drops.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[dt.datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    eval_source: Mapped[str | None] = mapped_column(Text)
+    eval_hash: Mapped[str | None] = mapped_column(String(64))
+    n_eval_samples: Mapped[int | None]
+    report_path: Mapped[str | None] = mapped_column(Text)
+
+    drop: Mapped[ModelDrop] = relationship(back_populates="runs")
+
+
+class MethodResult(Base):
+    """What one method did in one run: ok (figures in `importances`), skipped or failed, and why."""
+
+    __tablename__ = "method_results"
+    __table_args__ = (UniqueConstraint("run_id", "method", name="uq_method_results_run_method"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ImportanceRow(Base):
+    """One feature's importance by one method in one run; rank 1 = most important."""
+
+    __tablename__ = "importances"
+    __table_args__ = (
+        UniqueConstraint("run_id", "method", "feature", name="uq_importances_run_method_feature"),
+        Index("ix_importances_feature_method", "feature", "method"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(512))
+    position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    std: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
+class ComparisonRow(Base):
+    """One method's rank statistics between a run and the run of the previous drop."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (UniqueConstraint("run_id", "method", name="uq_comparisons_run_method"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    previous_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    spearman: Mapped[float | None] = mapped_column(Float)
+    top_k: Mapped[int] = mapped_column(Integer)
+    top_k_overlap: Mapped[float | None] = mapped_column(Float)

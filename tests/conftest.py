@@ -1,0 +1,33 @@
+"""Test-wide setup: keep every library's files out of $HOME, and share small fixtures.
+
+Keras, Prefect and matplotlib write into $HOME on import, so the environment is pointed at a
+temporary directory before any of them is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_STATE_DIR = Path(tempfile.mkdtemp(prefix="drift-audit-tests-"))
+os.environ.setdefault("KERAS_HOME", str(_STATE_DIR / "keras"))
+os.environ.setdefault("MPLCONFIGDIR", str(_STATE_DIR / "matplotlib"))
+os.environ["PREFECT_HOME"] = str(_STATE_DIR / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.databases import BACKENDS, fresh_database  # noqa: E402
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database per test, on each backend."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url

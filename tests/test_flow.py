@@ -1,0 +1,136 @@
+"""The weekly_audit flow end to end under Prefect's test harness, and the CLI around it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.cli import main
+from flows.weekly_audit import AuditResult, weekly_audit
+from storage.session import make_engine
+from tests.helpers import small_registry, table_counts, write_drop
+
+WEEKS = [dt.date(2014, 10, 27), dt.date(2014, 11, 3), dt.date(2014, 11, 10)]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _history(db_url: str) -> list[sa.Row[tuple[object, ...]]]:
+    with make_engine(db_url).connect() as connection:
+        return list(
+            connection.execute(
+                sa.text("SELECT week, model, method, feature, value, rank FROM importance_history")
+            )
+        )
+
+
+def test_audits_every_drop_compares_and_writes_the_newest_report(tmp_path: Path, db_url: str) -> None:
+    registry = small_registry(tmp_path, WEEKS)
+    (registry / "not-a-drop").mkdir()
+    out = tmp_path / "out"
+
+    result = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(out), model_name="demo")
+
+    assert isinstance(result, AuditResult)
+    assert result.audited_weeks == tuple(WEEKS)
+    assert result.report_path == out / "2014-11-10" / "report.html"
+    html = result.report_path.read_text(encoding="utf-8")
+    assert "2014-11-03" in html  # compared with the previous drop
+    rows = _history(db_url)
+    assert {(str(r.week), r.method) for r in rows} == {
+        (str(w), m) for w in WEEKS for m in ("weight_sum", "permutation")
+    }
+    assert len(rows) == 3 * 2 * 4
+    ignored = [r.value for r in rows if r.feature == "f3"]
+    assert np.allclose(ignored, 0.0, atol=1e-9)  # the models ignore f3 by construction
+    counts = table_counts(make_engine(db_url))
+    assert counts["comparisons"] == 2 * 2  # weeks 2 and 3, two methods each
+
+    # A second run finds nothing new: no figures change, the newest report is written again.
+    again = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(out), model_name="demo")
+    assert isinstance(again, AuditResult) and again.audited_weeks == ()
+    assert table_counts(make_engine(db_url)) == counts
+
+    # Re-auditing one week replaces its figures: row counts unchanged but for one more run row.
+    redo = weekly_audit(
+        registry=str(registry), db_url=db_url, out_dir=str(out), model_name="demo", week=WEEKS[1]
+    )
+    assert isinstance(redo, AuditResult) and redo.audited_weeks == (WEEKS[1],)
+    assert table_counts(make_engine(db_url)) == {**counts, "audit_runs": counts["audit_runs"] + 1}
+    assert redo.report_path == out / "2014-11-03" / "report.html"
+
+
+def test_drop_without_eval_sample_runs_weight_methods_and_says_why(tmp_path: Path) -> None:
+    registry = small_registry(tmp_path, WEEKS[:1])
+    (registry / "2014-10-27" / "eval.npz").unlink()
+    db_url = f"sqlite:///{tmp_path / 'a.db'}"
+    result = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(tmp_path / "out"))
+    assert isinstance(result, AuditResult) and result.report_path is not None
+    assert {r.method for r in _history(db_url)} == {"weight_sum"}
+    html = result.report_path.read_text(encoding="utf-8")
+    assert "no eval sample in the drop" in html
+
+
+def test_a_bad_drop_fails_the_run_records_it_and_keeps_the_others(tmp_path: Path) -> None:
+    registry = small_registry(tmp_path, WEEKS[:2])
+    (registry / "2014-11-03" / "model.keras").write_bytes(b"not a zip file")
+    db_url = f"sqlite:///{tmp_path / 'a.db'}"
+    state = weekly_audit(
+        registry=str(registry), db_url=db_url, out_dir=str(tmp_path / "out"), return_state=True
+    )
+    assert state.is_failed()
+    assert "1 of 2 drop(s) failed" in (state.message or "")
+    assert "2014-11-03" in (state.message or "") and "cannot load the model" in (state.message or "")
+    with make_engine(db_url).connect() as connection:
+        runs = connection.execute(sa.text("SELECT status, error FROM audit_runs ORDER BY id")).all()
+    assert [r.status for r in runs] == ["succeeded", "failed"]
+    assert "model.keras" in runs[1].error
+    assert {str(r.week) for r in _history(db_url)} == {"2014-10-27"}
+
+
+def test_cli_run_prints_the_report_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = small_registry(tmp_path, WEEKS[:2])
+    out = tmp_path / "out"
+    code = main(["run", "--registry", str(registry), "--out", str(out), "--methods", "weight_sum"])
+    assert code == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == str(out / "2014-11-03" / "report.html")
+    assert (out / "drift-audit.db").is_file()
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--registry", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    missing = tmp_path / "missing"
+    expected = f"registry {missing} does not exist; pass the folder that holds the drops"
+    assert err[-1] == f"drift-audit: error: {expected}"
+
+    registry = small_registry(tmp_path, WEEKS[:1])
+    code = main(["run", "--registry", str(registry), "--out", str(tmp_path / "o2"), "--week", "2015-01-05"])
+    assert code == 1
+    assert "no drop for week 2015-01-05" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_lambda_models_are_refused_unless_trusted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(1)])
+    registry = tmp_path / "registry"
+    write_drop(registry, WEEKS[0], model, X=np.ones((4, 2)), feature_names=["a", "b"])
+    out = tmp_path / "out"
+    assert main(["run", "--registry", str(registry), "--out", str(out)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "embeds Python code" in last and "--trust-model-code" in last
+    assert main(["run", "--registry", str(registry), "--out", str(out), "--trust-model-code"]) == 0

@@ -1,0 +1,410 @@
+"""The weekly HTML report: escaping, layout with many features, first drop, skipped methods,
+self-contained images, atomic writes, and no pyplot.
+
+Inputs are built by hand (no Keras, no database): importances from a seeded generator, and
+comparisons computed here from the ranks of both weeks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html as html_lib
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit.types import (
+    AuditSummary,
+    FeatureChange,
+    Importance,
+    MethodComparison,
+    MethodOutcome,
+    MethodStatus,
+    ModelFacts,
+    ReportInput,
+    Task,
+    ranks_of,
+)
+from reports.charts import MAX_LABEL_CHARS, chart_label, importance_bars
+from reports.context import build_context
+from reports.render import (
+    format_number,
+    format_percent,
+    format_seconds,
+    format_signed,
+    render_context,
+    render_report,
+    write_report,
+)
+
+WEEK = dt.date(2024, 5, 13)
+PREVIOUS_WEEK = dt.date(2024, 5, 6)
+METHODS = ("permutation", "integrated_gradients")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NASTY = "<script>alert(\"x\")</script> & 'q'"
+SKIP_REASON = "no eval sample in the drop (add eval.npz or eval.csv)"
+
+
+def feature_names(n: int) -> tuple[str, ...]:
+    return tuple(f"feat_{i:03d}" for i in range(n))
+
+
+def make_importance(method: str, names: Sequence[str], seed: int, *, top: str | None = None) -> Importance:
+    """Seeded importances; `top`, if given, is made the most important feature."""
+    rng = np.random.default_rng(seed)
+    values = rng.gamma(2.0, 1.0, size=len(names))
+    if top is not None:
+        values[names.index(top)] = values.max() + 10.0
+    std = 0.1 * values
+    return Importance(method=method, feature_names=tuple(names), values=values, std=std)
+
+
+def compare(current: Importance, previous: Importance, top_k: int = 5) -> MethodComparison:
+    """What audit/compare.py is expected to produce, computed by hand for the test."""
+    now = dict(
+        zip(current.feature_names, zip(current.values, ranks_of(current.values), strict=True), strict=True)
+    )
+    before = dict(
+        zip(previous.feature_names, zip(previous.values, ranks_of(previous.values), strict=True), strict=True)
+    )
+    changes = []
+    for name in dict.fromkeys([*current.feature_names, *previous.feature_names]):
+        value, rank = now.get(name, (None, None))
+        previous_value, previous_rank = before.get(name, (None, None))
+        changes.append(
+            FeatureChange(
+                feature=name,
+                value=None if value is None else float(value),
+                previous_value=None if previous_value is None else float(previous_value),
+                rank=None if rank is None else int(rank),
+                previous_rank=None if previous_rank is None else int(previous_rank),
+            )
+        )
+    common = [name for name in now if name in before]
+    spearman = float(np.corrcoef([now[n][1] for n in common], [before[n][1] for n in common])[0, 1])
+    top_now = {n for n, (_, r) in now.items() if r <= top_k}
+    top_before = {n for n, (_, r) in before.items() if r <= top_k}
+    return MethodComparison(
+        method=current.method,
+        spearman=spearman,
+        top_k=top_k,
+        top_k_overlap=len(top_now & top_before) / top_k,
+        changes=tuple(changes),
+    )
+
+
+def make_summary(
+    week: dt.date,
+    importances: Sequence[Importance],
+    *,
+    not_run: Sequence[MethodOutcome] = (),
+    run_id: int = 7,
+) -> AuditSummary:
+    n_features = len(importances[0].feature_names) if importances else 3
+    model = ModelFacts(
+        path=Path(f"/registry/{week.isoformat()}/model.keras"),
+        content_hash="sha256:" + "ab12" * 16,
+        input_shape=(None, n_features),
+        output_shape=(None, 2),
+        n_parameters=542_002,
+        task=Task.CLASSIFICATION,
+    )
+    outcomes = tuple(
+        MethodOutcome(imp.method, MethodStatus.OK, importance=imp, seconds=12.5) for imp in importances
+    ) + tuple(not_run)
+    return AuditSummary(
+        model_name="churn-weekly",
+        week=week,
+        run_id=run_id,
+        model=model,
+        n_eval_samples=2_000,
+        eval_source="eval.npz",
+        outcomes=outcomes,
+    )
+
+
+def make_input(
+    names: Sequence[str],
+    *,
+    first_drop: bool = False,
+    not_run: Sequence[MethodOutcome] = (),
+    methods: Sequence[str] = METHODS,
+    top: str | None = None,
+) -> ReportInput:
+    current = [make_importance(m, names, seed=i, top=top) for i, m in enumerate(methods)]
+    current_summary = make_summary(WEEK, current, not_run=not_run)
+    if first_drop:
+        return ReportInput(current=current_summary, previous=None, comparisons=())
+    previous = [make_importance(m, names, seed=100 + i) for i, m in enumerate(methods)]
+    return ReportInput(
+        current=current_summary,
+        previous=make_summary(PREVIOUS_WEEK, previous, run_id=6),
+        comparisons=tuple(compare(c, p) for c, p in zip(current, previous, strict=True)),
+    )
+
+
+def visible_text(document: str) -> str:
+    """The page's text as a reader sees it: tags dropped, entities decoded, spaces collapsed."""
+    without_style = re.sub(r"<style.*?</style>", " ", document, flags=re.S)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", without_style))
+    return " ".join(text.split())
+
+
+def img_sources(document: str) -> list[str]:
+    return re.findall(r'<img[^>]*\ssrc="([^"]*)"', document)
+
+
+def png_size(uri: str) -> tuple[int, int]:
+    data = base64.b64decode(uri.removeprefix("data:image/png;base64,"), validate=True)
+    assert data[:8] == PNG_MAGIC
+    width, height = struct.unpack(">II", data[16:24])  # IHDR follows the signature
+    return width, height
+
+
+# (a) ------------------------------------------------------------------------------------------
+
+
+def test_feature_names_are_escaped_everywhere() -> None:
+    names = (NASTY, "PM₂.₅ µg/m³", "price in $", *feature_names(5))
+    # The nasty name is the most important one, so it is also in the charts' alt text.
+    document = render_report(make_input(names, top=NASTY))
+
+    assert "<script" not in document.lower()
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;q&#39;"
+    assert escaped in document
+    alts = re.findall(r'<img[^>]*\salt="([^"]*)"', document)
+    assert len(alts) == len(METHODS)
+    assert all(escaped in alt for alt in alts)
+    assert "PM₂.₅ µg/m³" in document
+    assert NASTY in visible_text(document)
+
+
+def test_model_name_is_escaped_in_title_and_heading() -> None:
+    report_input = make_input(feature_names(4))
+    current = report_input.current
+    renamed = AuditSummary(
+        model_name="<b>bold</b> & co",
+        week=current.week,
+        run_id=current.run_id,
+        model=current.model,
+        n_eval_samples=current.n_eval_samples,
+        eval_source=current.eval_source,
+        outcomes=current.outcomes,
+    )
+    document = render_report(ReportInput(renamed, report_input.previous, report_input.comparisons))
+    assert "<b>bold" not in document
+    title = re.search(r"<title>(.*?)</title>", document, flags=re.S)
+    assert title is not None
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in title.group(1)
+    assert "<h1>&lt;b&gt;bold&lt;/b&gt; &amp; co</h1>" in document
+
+
+def test_chart_labels_are_drawn_literally() -> None:
+    # Parsed as mathtext, this label would raise (an unfinished \frac); escaped, it is drawn.
+    assert chart_label(r"$\frac{$") == r"\$\frac{\$"
+    assert chart_label("a\nb\tc") == "a b c"
+    long_label = chart_label("warehouse_feature_" + "x" * 60 + "_v2")
+    assert len(long_label) == MAX_LABEL_CHARS
+    assert long_label.startswith("warehouse_feature_")
+    assert "…" in long_label
+    assert long_label.endswith("_v2")
+    importance = Importance(
+        method="weights",
+        feature_names=(r"$\frac{$", "cost $ per $ unit", "PM₂.₅ µg/m³"),
+        values=np.array([3.0, 2.0, 1.0]),
+    )
+    assert png_size(importance_bars(importance, top_n=30))[0] == 700
+
+
+# (b) ------------------------------------------------------------------------------------------
+
+
+def test_many_features_chart_the_top_n_and_table_the_rest() -> None:
+    context = build_context(make_input(feature_names(85)), top_n=30)
+    document = render_context(context)
+
+    assert len(img_sources(document)) == len(METHODS)
+    assert "55 more features in the table below" in visible_text(document)
+    folded = re.findall(r"<details>(.*?)</details>", document, flags=re.S)
+    assert len(folded) == len(METHODS)
+    for section, block in zip(context.sections, folded, strict=True):
+        listed = re.findall(r'<td class="name">(feat_\d{3})</td>', block)
+        assert len(listed) == 55
+        charted = {c.feature for c in section.rest}
+        assert set(listed) == charted
+        # The table holds exactly the features the chart leaves out: ranks 31 to 85.
+        assert [row.rank for row in section.rest] == list(range(31, 86))
+
+
+def test_chart_height_grows_with_the_number_of_bars() -> None:
+    importance = make_importance("weights", feature_names(40), seed=1)
+    previous = make_importance("weights", feature_names(40), seed=2)
+    small = png_size(importance_bars(importance, previous, top_n=8))
+    large = png_size(importance_bars(importance, previous, top_n=32))
+    assert small[0] == large[0] == 700
+    # At least 25 px per feature row: 11 pt labels are about 15 px high at 100 dpi.
+    assert large[1] - small[1] >= 24 * 25
+
+
+def test_headline_has_one_line_per_method() -> None:
+    report_input = make_input(feature_names(20))
+    text = visible_text(render_report(report_input))
+    for comparison in report_input.comparisons:
+        shared = round((comparison.top_k_overlap or 0) * comparison.top_k)
+        line = (
+            f"{comparison.method}: Spearman {comparison.spearman:.2f}, "
+            f"top-{comparison.top_k} overlap {shared}/{comparison.top_k}"
+        )
+        assert line in text
+    assert f"week {WEEK.isoformat()}, compared with the drop of week {PREVIOUS_WEEK}" in text
+
+
+def test_movers_table_lists_the_biggest_relative_changes() -> None:
+    report_input = make_input(feature_names(20))
+    context = build_context(report_input, movers=4)
+    comparison = report_input.comparisons[0]
+    section = context.sections[0]
+    expected = [c.feature for c in comparison.biggest_movers[:4]]
+    assert [row.feature for row in section.movers] == expected
+    document = render_context(context)
+    assert document.count("Biggest movers") == len(METHODS)
+    first = comparison.biggest_movers[0]
+    assert first.relative_change is not None
+    assert format_percent(first.relative_change) in document
+
+
+# (c) ------------------------------------------------------------------------------------------
+
+
+def test_first_drop_has_nothing_to_compare() -> None:
+    report_input = make_input(feature_names(12), first_drop=True)
+    document = render_report(report_input)
+    text = visible_text(document)
+
+    assert "First audited drop: nothing to compare yet." in text
+    assert "Biggest movers" not in document
+    assert "Spearman" not in text
+    assert len(img_sources(document)) == len(METHODS)
+    context = build_context(report_input)
+    assert context.previous_week is None
+    assert all(not s.has_previous and not s.movers for s in context.sections)
+    assert all("against" not in s.chart_alt for s in context.sections)
+
+
+# (d) ------------------------------------------------------------------------------------------
+
+
+def test_skipped_and_failed_methods_are_listed_with_reasons() -> None:
+    not_run = (
+        MethodOutcome("permutation", MethodStatus.SKIPPED, reason=SKIP_REASON, seconds=0.0),
+        MethodOutcome("integrated_gradients", MethodStatus.FAILED, reason="NaN gradients & <inf>"),
+    )
+    report_input = make_input(feature_names(6), methods=("weights",), not_run=not_run)
+    document = render_report(report_input)
+    text = visible_text(document)
+
+    assert f"permutation skipped: {SKIP_REASON}" in text
+    assert "integrated_gradients failed: NaN gradients & <inf>" in text
+    assert "NaN gradients &amp; &lt;inf&gt;" in document
+    assert len(img_sources(document)) == 1
+
+
+# (e) ------------------------------------------------------------------------------------------
+
+
+def test_images_are_inline_pngs_and_nothing_is_fetched() -> None:
+    document = render_report(make_input(feature_names(40)), top_n=30)
+
+    sources = img_sources(document)
+    assert len(sources) == len(METHODS)
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        width, height = png_size(src)
+        assert width == 700
+        assert height > 30 * 25
+    assert "http://" not in document
+    assert "https://" not in document
+    assert "<script" not in document
+    assert "<link" not in document
+
+
+# (f) ------------------------------------------------------------------------------------------
+
+
+def test_write_report_is_atomic_and_dated(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    path = write_report("<p>first</p>", out, WEEK)
+    assert path == out / "2024-05-13" / "report.html"
+    assert path.read_text(encoding="utf-8") == "<p>first</p>"
+
+    again = write_report("<p>second ✓</p>", out, WEEK)
+    assert again == path
+    assert path.read_text(encoding="utf-8") == "<p>second ✓</p>"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"]
+
+
+# (g) ------------------------------------------------------------------------------------------
+
+
+def test_rendering_never_imports_pyplot() -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_report import feature_names, make_input
+        from reports.render import render_report
+        document = render_report(make_input(feature_names(35)))
+        assert "<img" in document
+        loaded = sorted(m for m in sys.modules if m.startswith("matplotlib.pyplot"))
+        print("pyplot modules:", loaded)
+        sys.exit(1 if loaded else 0)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pyplot modules: []" in result.stdout
+
+
+# Filters and arguments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0, "0"),
+        (0.93456, "0.935"),
+        (12.345, "12.3"),
+        (4567.8, "4,568"),
+        (-0.0012345, "-0.00123"),
+        (1.5e-7, "1.50e-07"),
+        (None, "—"),
+        (float("nan"), "—"),
+    ],
+)
+def test_format_number(value: float | None, expected: str) -> None:
+    assert format_number(value) == expected
+
+
+def test_signed_percent_and_seconds() -> None:
+    assert format_signed(0.0123) == "+0.0123"
+    assert format_signed(-4.56) == "-4.56"
+    assert format_percent(0.123) == "+12.3%"
+    assert format_percent(None) == "—"
+    assert format_seconds(0.42) == "0.42 s"
+    assert format_seconds(125) == "2 min 05 s"
+
+
+def test_bad_arguments_name_the_value() -> None:
+    report_input = make_input(feature_names(3))
+    with pytest.raises(ValueError, match="top_n must be at least 1"):
+        build_context(report_input, top_n=0)
+    with pytest.raises(ValueError, match="movers must be 0 or more"):
+        build_context(report_input, movers=-1)
