@@ -294,7 +294,8 @@ def _build_drop(
     X_eval, y_eval = _windows(values, eval_rows)
     model = _build_model(values.shape[1], seed)
     model.fit(X_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0)
-    predicted = model.predict(X_eval, batch_size=256, verbose=0)[:, 0]
+    # a direct call, not model.predict: predict() builds a tf.function per model and TF warns on retracing
+    predicted = np.asarray(model(X_eval, training=False))[:, 0]
     _write_drop(drop, model, X_eval, y_eval)
     return (
         f"trained on {len(y_train)} windows for {epochs} epochs in "
