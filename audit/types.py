@@ -232,13 +232,6 @@ class AuditSummary:
                 return outcome.importance
         return None
 
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        for outcome in self.outcomes:
-            if outcome.importance is not None:
-                return outcome.importance.feature_names
-        return ()
-
 
 @dataclass(frozen=True)
 class ReportInput:
