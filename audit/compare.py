@@ -54,12 +54,12 @@ def compare_importances(
 def compare_audits(
     current: AuditSummary, previous: AuditSummary, *, top_k: int = DEFAULT_TOP_K
 ) -> tuple[MethodComparison, ...]:
-    """Comparisons for every method with a result in both drops, in this drop's method order."""
+    """Comparisons for every method with per-feature values in both drops, in this drop's order."""
     comparisons = []
     for outcome in current.outcomes:
-        before = previous.importance(outcome.method)
-        if outcome.importance is not None and before is not None:
-            comparisons.append(compare_importances(outcome.importance, before, top_k=top_k))
+        now, before = outcome.importance, previous.importance(outcome.method)
+        if now is not None and before is not None and now.has_values and before.has_values:
+            comparisons.append(compare_importances(now, before, top_k=top_k))
     return tuple(comparisons)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from audit.types import AuditError, DropConfig, Task
 
-_KNOWN_KEYS = frozenset({"feature_names", "task", "target", "class_index"})
+_KNOWN_KEYS = frozenset({"feature_names", "task", "target", "class_index", "output_index", "methods"})
 
 
 def read_drop_config(path: Path | None) -> DropConfig:
@@ -26,7 +26,9 @@ def read_drop_config(path: Path | None) -> DropConfig:
         feature_names=_feature_names(path, raw.get("feature_names")),
         task=_task(path, raw.get("task")),
         target=_string(path, "target", raw.get("target", "target")),
-        class_index=_class_index(path, raw.get("class_index")),
+        class_index=_index(path, "class_index", raw.get("class_index")),
+        output_index=_index(path, "output_index", raw.get("output_index")),
+        method_options=_method_options(path, raw.get("methods", {})),
     )
 
 
@@ -53,9 +55,16 @@ def _string(path: Path, key: str, value: object) -> str:
     return value
 
 
-def _class_index(path: Path, value: object) -> int | None:
+def _index(path: Path, key: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise AuditError(f"{path}: class_index must be a non-negative integer, got {value!r}")
+        raise AuditError(f"{path}: {key} must be a non-negative integer, got {value!r}")
     return value
+
+
+def _method_options(path: Path, value: object) -> dict[str, dict[str, object]]:
+    """``[methods.permutation]`` tables; option names are checked by each method when it runs."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise AuditError(f"{path}: methods must hold one table per method, e.g. [methods.permutation]")
+    return {str(name): dict(options) for name, options in value.items()}

@@ -7,6 +7,8 @@ Every data method calls the model through a `Predictor`: one `tf.function` per m
 from __future__ import annotations
 
 import functools
+import weakref
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -26,11 +28,7 @@ class Predictor:
     def __init__(self, model: keras.Model, *, batch_size: int | None = None) -> None:
         self.model = model
         self.batch_size = batch_size
-        input_shape = tuple(model.inputs[0].shape)
-        spec = tf.TensorSpec(shape=(None, *input_shape[1:]), dtype=tf.float32)
-        # A partial (not a lambda): TensorFlow counts traces per code object, so one lambda shared
-        # by every model would look like retracing and warn, though each model is traced once.
-        self._call = tf.function(functools.partial(_infer, model), input_signature=[spec])
+        self._call = traced_forward(model)
 
     def predict(self, X: npt.NDArray[np.floating]) -> FloatArray:
         """Model outputs for every row of X, flattened to (n_samples, n_outputs)."""
@@ -49,30 +47,51 @@ class Predictor:
         return max(1, DEFAULT_CHUNK_BYTES // row_bytes)
 
 
+_FORWARD_CACHE: weakref.WeakKeyDictionary[keras.Model, Callable[[tf.Tensor], tf.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def traced_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The model's inference call as one traced function, shared by every method (cached weakly)."""
+    if model not in _FORWARD_CACHE:
+        spec = tf.TensorSpec(shape=(None, *tuple(model.inputs[0].shape)[1:]), dtype=tf.float32)
+        # A partial (not a lambda): TensorFlow counts traces per code object, so one lambda shared
+        # by every model would look like retracing and warn, though each model is traced once.
+        _FORWARD_CACHE[model] = tf.function(functools.partial(_infer, model), input_signature=[spec])
+    return _FORWARD_CACHE[model]
+
+
 def _infer(model: keras.Model, x: tf.Tensor) -> tf.Tensor:
     return model(x, training=False)
 
 
-def per_sample_loss(outputs: FloatArray, y: FloatArray, task: Task) -> FloatArray:
+def per_sample_loss(outputs: FloatArray, y: FloatArray, task: Task, *, sigmoid: bool = False) -> FloatArray:
     """Loss of each sample: squared error (mean over outputs) or cross-entropy of the true class.
 
-    outputs: (n_samples, n_outputs) model outputs; for classification these are probabilities
-    (softmax over classes, or one sigmoid unit for a binary model); y: targets or class labels.
+    outputs: (n_samples, n_outputs) model outputs; for classification these are probabilities:
+    a softmax over classes (per output step, flattened), or (`sigmoid`) independent binary
+    probabilities, one per output unit; y: targets, or class labels (one per output step, or one
+    per unit for sigmoid). Cross-entropies of several steps or units are averaged.
     """
     if task is Task.REGRESSION:
         target = y.reshape(y.shape[0], -1)
         return np.asarray(np.mean((outputs - target) ** 2, axis=1), dtype=np.float64)
-    labels = y.reshape(-1).astype(np.int64)
-    if outputs.shape[1] == 1:
-        p = np.clip(outputs[:, 0], _EPSILON, 1 - _EPSILON)
-        return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)), dtype=np.float64)
-    p_true = np.take_along_axis(outputs, labels[:, None], axis=1)[:, 0]
-    return np.asarray(-np.log(np.clip(p_true, _EPSILON, 1.0)), dtype=np.float64)
+    if sigmoid or outputs.shape[1] == 1:
+        positive = y.reshape(y.shape[0], -1)
+        p = np.clip(outputs, _EPSILON, 1 - _EPSILON)
+        entropy = -(positive * np.log(p) + (1 - positive) * np.log(1 - p))
+        return np.asarray(entropy.mean(axis=1), dtype=np.float64)
+    # softmax: one label per output step; flattened outputs are (n, steps * classes)
+    classes = y.reshape(y.shape[0], -1).astype(np.int64)
+    per_step = outputs.reshape(outputs.shape[0], classes.shape[1], -1)
+    p_true = np.take_along_axis(per_step, classes[:, :, None], axis=2)[:, :, 0]
+    return np.asarray(-np.log(np.clip(p_true, _EPSILON, 1.0)).mean(axis=1), dtype=np.float64)
 
 
-def check_labels(y: FloatArray, n_outputs: int) -> str | None:
+def check_labels(y: FloatArray, n_outputs: int, *, sigmoid: bool = False) -> str | None:
     """A reason why y cannot be class labels for a model with `n_outputs` outputs, else None."""
-    n_classes = 2 if n_outputs == 1 else n_outputs
+    n_classes = 2 if sigmoid or n_outputs == 1 else n_outputs
     if not np.all(np.equal(np.mod(y, 1), 0)):
         return "classification labels must be integers"
     if y.min() < 0 or y.max() >= n_classes:

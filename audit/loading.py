@@ -16,6 +16,7 @@ import numpy as np
 from audit.config import read_drop_config
 from audit.eval_sample import file_sha256, load_eval_sample
 from audit.forward import check_labels
+from audit.targets import OutputTarget, check_output_index, output_activation
 from audit.types import AuditError, Drop, DropConfig, EvalSample, ModelFacts, Task
 
 _CLASSIFIER_ACTIVATIONS = frozenset({"softmax", "sigmoid"})
@@ -51,12 +52,10 @@ def _load_error_message(path: Path, error: Exception, trust_model_code: bool) ->
 
 
 def infer_task(model: keras.Model, config: DropConfig) -> Task:
-    """The configured task, else classification when the last layer ends in softmax/sigmoid."""
+    """The configured task, else classification when the output comes from softmax/sigmoid."""
     if config.task is not None:
         return config.task
-    activation = getattr(model.layers[-1], "activation", None)
-    name = getattr(activation, "__name__", "")
-    return Task.CLASSIFICATION if name in _CLASSIFIER_ACTIVATIONS else Task.REGRESSION
+    return Task.CLASSIFICATION if output_activation(model) in _CLASSIFIER_ACTIVATIONS else Task.REGRESSION
 
 
 def describe_model(model: keras.Model, path: Path, task: Task) -> ModelFacts:
@@ -71,7 +70,7 @@ def describe_model(model: keras.Model, path: Path, task: Task) -> ModelFacts:
     )
 
 
-def check_sample_fits(model: keras.Model, sample: EvalSample, task: Task) -> None:
+def check_sample_fits(model: keras.Model, sample: EvalSample, target: OutputTarget) -> None:
     """Raise `AuditError` when the eval sample is not the model's input, or y not its target."""
     expected = tuple(model.inputs[0].shape)[1:]
     actual = tuple(sample.X.shape[1:])
@@ -87,8 +86,8 @@ def check_sample_fits(model: keras.Model, sample: EvalSample, task: Task) -> Non
     if sample.y is None:
         return
     n_outputs = int(np.prod([d or 1 for d in tuple(model.outputs[0].shape)[1:]]))
-    if task is Task.CLASSIFICATION:
-        problem = check_labels(sample.y, n_outputs)
+    if target.task is Task.CLASSIFICATION:
+        problem = check_labels(sample.y, n_outputs, sigmoid=target.activation == "sigmoid")
         if problem is not None:
             raise AuditError(f"{sample.source}: {problem}; fix y or set task in audit.toml")
     elif sample.y.reshape(sample.y.shape[0], -1).shape[1] not in (1, n_outputs):
@@ -107,6 +106,8 @@ class LoadedDrop:
     facts: ModelFacts
     sample: EvalSample | None
     feature_names: tuple[str, ...]
+    config: DropConfig
+    target: OutputTarget
 
 
 def load_drop(drop: Drop, *, trust_model_code: bool = False) -> LoadedDrop:
@@ -114,9 +115,16 @@ def load_drop(drop: Drop, *, trust_model_code: bool = False) -> LoadedDrop:
     config = read_drop_config(drop.config_path)
     model = load_model(drop.model_path, trust_model_code=trust_model_code)
     task = infer_task(model, config)
+    target = OutputTarget(
+        task=task,
+        activation=output_activation(model),
+        output_index=config.output_index,
+        class_index=config.class_index,
+    )
+    check_output_index(model, target)
     sample = load_eval_sample(drop.eval_paths, config)
     if sample is not None:
-        check_sample_fits(model, sample, task)
+        check_sample_fits(model, sample, target)
         feature_names = sample.feature_names
     else:
         feature_names = _names_without_sample(drop, model, config)
@@ -126,6 +134,8 @@ def load_drop(drop: Drop, *, trust_model_code: bool = False) -> LoadedDrop:
         facts=describe_model(model, drop.model_path, task),
         sample=sample,
         feature_names=feature_names,
+        config=config,
+        target=target,
     )
 
 

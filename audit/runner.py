@@ -33,7 +33,10 @@ def run_method(loaded: LoadedDrop, spec: MethodSpec, *, random_state: int = 0) -
     if spec.needs_eval_sample and sample is None:
         return MethodOutcome(spec.name, MethodStatus.SKIPPED, reason=NO_SAMPLE_REASON)
     context = MethodContext(
-        feature_names=loaded.feature_names, task=loaded.facts.task, random_state=random_state
+        feature_names=loaded.feature_names,
+        target=loaded.target,
+        random_state=random_state,
+        options=loaded.config.method_options.get(spec.name, {}),
     )
     started = time.perf_counter()
     try:

@@ -76,6 +76,9 @@ class DropConfig:
     task: Task | None = None
     target: str = "target"
     class_index: int | None = None
+    output_index: int | None = None
+    #: ``[methods.<name>]`` tables: options passed to that method (e.g. n_repeats = 10).
+    method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,19 @@ class Importance:
     repeats: FloatArray | None = None
     profile: FloatArray | None = None
     parameters: Parameters = field(default_factory=dict)
+    #: Signed values (e.g. mean gradient): features are ranked by magnitude.
+    signed: bool = False
+    #: Labels of the profile's columns when they are not `feature_names`: Grad-CAM's map covers all
+    #: features at once, so its result has no per-feature values and one profile column "*".
+    profile_features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.feature_names)
+        if self.profile is not None and self.profile.shape[1:] != (len(self.profile_labels),):
+            raise ValueError(
+                f"{self.method}: profile has shape {self.profile.shape}, expected (n_steps, "
+                f"{len(self.profile_labels)})"
+            )
         if self.values.shape != (n,):
             raise ValueError(
                 f"{self.method}: values has shape {self.values.shape}, expected ({n},) to match feature_names"
@@ -141,9 +154,19 @@ class Importance:
         json.dumps(dict(self.parameters))  # fails early if a parameter cannot be stored
 
     @property
+    def profile_labels(self) -> tuple[str, ...]:
+        """The label of each profile column."""
+        return self.feature_names if self.profile_features is None else self.profile_features
+
+    @property
+    def has_values(self) -> bool:
+        """False for profile-only results (Grad-CAM): nothing to rank or compare per feature."""
+        return len(self.feature_names) > 0
+
+    @property
     def ranks(self) -> npt.NDArray[np.int64]:
-        """Rank of each feature, 1 = most important; ties share the better rank's order by position."""
-        return ranks_of(self.values)
+        """Rank of each feature, 1 = most important (largest magnitude when `signed`); ties by position."""
+        return ranks_of(np.abs(self.values) if self.signed else self.values)
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,15 @@ def _has_result(outcome: MethodOutcome) -> bool:
 
 
 def _results(summary: AuditSummary) -> list[Importance]:
-    """The importances of the methods that succeeded, in the order they ran."""
-    return [o.importance for o in summary.outcomes if _has_result(o) and o.importance is not None]
+    """The per-feature importances of the methods that succeeded, in the order they ran.
+
+    Profile-only results (Grad-CAM) have no per-feature values to chart here.
+    """
+    return [
+        o.importance
+        for o in summary.outcomes
+        if _has_result(o) and o.importance is not None and o.importance.has_values
+    ]
 
 
 def _comparison_line(comparison: MethodComparison) -> ComparisonLine:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -108,6 +110,8 @@ class MethodResult(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Values carry a sign (e.g. mean gradient); ranks order them by magnitude.
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ImportanceRow(Base):
@@ -127,6 +131,23 @@ class ImportanceRow(Base):
     value: Mapped[float] = mapped_column(Float)
     std: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+
+
+class ProfileRow(Base):
+    """One cell of a method's time x feature profile in one run (step 0 = oldest input step)."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (
+        UniqueConstraint("run_id", "method", "feature", "step", name="uq_profiles_run_method_feature_step"),
+        Index("ix_profiles_feature_method", "feature", "method"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(512))
+    step: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
 
 
 class ComparisonRow(Base):

@@ -28,7 +28,15 @@ from audit.types import (
     RunStatus,
     Task,
 )
-from storage.models import AuditRun, ComparisonRow, ImportanceRow, MethodResult, ModelDrop, utc_now
+from storage.models import (
+    AuditRun,
+    ComparisonRow,
+    ImportanceRow,
+    MethodResult,
+    ModelDrop,
+    ProfileRow,
+    utc_now,
+)
 
 _ERROR_LIMIT = 4000
 
@@ -74,7 +82,7 @@ def record_success(
     drop.n_parameters = facts.n_parameters
     drop.task = facts.task.value
     earlier = select(AuditRun.id).where(AuditRun.drop_id == drop.id, AuditRun.id != run_id)
-    for table in (ImportanceRow, MethodResult, ComparisonRow):
+    for table in (ImportanceRow, ProfileRow, MethodResult, ComparisonRow):
         session.execute(delete(table).where(table.run_id.in_(earlier)))
     session.execute(
         update(AuditRun)
@@ -85,6 +93,7 @@ def record_success(
         session.add(_method_row(run_id, outcome))
         if outcome.importance is not None:
             session.add_all(_importance_rows(run_id, outcome.importance))
+            session.add_all(_profile_rows(run_id, outcome.importance))
     run.eval_source = eval_source
     run.eval_hash = eval_hash
     run.n_eval_samples = n_eval_samples
@@ -169,6 +178,7 @@ def _method_row(run_id: int, outcome: MethodOutcome) -> MethodResult:
         reason=outcome.reason,
         parameters=parameters,
         seconds=outcome.seconds,
+        signed=outcome.importance is not None and outcome.importance.signed,
     )
 
 
@@ -188,6 +198,30 @@ def _importance_rows(run_id: int, importance: Importance) -> list[ImportanceRow]
     ]
 
 
+def _profile_rows(run_id: int, importance: Importance) -> list[ProfileRow]:
+    if importance.profile is None:
+        return []
+    return [
+        ProfileRow(
+            run_id=run_id,
+            method=importance.method,
+            feature=name,
+            step=step,
+            value=float(importance.profile[step, position]),
+        )
+        for position, name in enumerate(importance.profile_labels)
+        for step in range(importance.profile.shape[0])
+    ]
+
+
+def _profiles(session: Session, run_id: int) -> dict[str, dict[tuple[str, int], float]]:
+    """Profile cells of a run by method, keyed by (feature, step)."""
+    cells: dict[str, dict[tuple[str, int], float]] = {}
+    for row in session.scalars(select(ProfileRow).where(ProfileRow.run_id == run_id)):
+        cells.setdefault(row.method, {})[(row.feature, row.step)] = row.value
+    return cells
+
+
 def _summary(session: Session, run: AuditRun) -> AuditSummary:
     drop = run.drop
     rows = session.scalars(
@@ -199,7 +233,10 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
     results = session.scalars(
         select(MethodResult).where(MethodResult.run_id == run.id).order_by(MethodResult.id)
     ).all()
-    outcomes = tuple(_outcome(result, by_method.get(result.method, [])) for result in results)
+    profiles = _profiles(session, run.id)
+    outcomes = tuple(
+        _outcome(result, by_method.get(result.method, []), profiles.get(result.method)) for result in results
+    )
     return AuditSummary(
         model_name=drop.model_name,
         week=drop.week,
@@ -218,16 +255,24 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
     )
 
 
-def _outcome(result: MethodResult, rows: list[ImportanceRow]) -> MethodOutcome:
+def _outcome(
+    result: MethodResult, rows: list[ImportanceRow], profile: dict[tuple[str, int], float] | None
+) -> MethodOutcome:
     importance = None
-    if rows:
+    if rows or profile:
+        names = tuple(row.feature for row in rows)
+        # profile-only results (Grad-CAM) label their columns themselves, e.g. "*"
+        labels = names if rows else tuple(dict.fromkeys(feature for feature, _ in profile or {}))
         stds = [row.std for row in rows]
         importance = Importance(
             method=result.method,
-            feature_names=tuple(row.feature for row in rows),
+            feature_names=names,
             values=np.array([row.value for row in rows], dtype=np.float64),
-            std=None if any(s is None for s in stds) else np.array(stds, dtype=np.float64),
+            std=None if not rows or any(s is None for s in stds) else np.array(stds, dtype=np.float64),
+            profile=None if not profile else _profile_array(profile, labels),
             parameters=result.parameters,
+            signed=result.signed,
+            profile_features=None if rows else labels,
         )
     return MethodOutcome(
         method=result.method,
@@ -236,3 +281,13 @@ def _outcome(result: MethodResult, rows: list[ImportanceRow]) -> MethodOutcome:
         reason=result.reason,
         seconds=result.seconds,
     )
+
+
+def _profile_array(cells: dict[tuple[str, int], float], names: tuple[str, ...]) -> np.ndarray:
+    """(n_steps, n_features) array of the stored cells, features in `names` order."""
+    n_steps = 1 + max(step for _, step in cells)
+    array = np.full((n_steps, len(names)), np.nan)
+    for position, name in enumerate(names):
+        for step in range(n_steps):
+            array[step, position] = cells.get((name, step), np.nan)
+    return array

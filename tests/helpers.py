@@ -73,7 +73,7 @@ def small_registry(root: Path, weeks: Sequence[dt.date], *, n_features: int = 4,
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
     """Row count of every table of the schema (alembic's own table aside)."""
-    names = ["model_drops", "audit_runs", "method_results", "importances", "comparisons"]
+    names = ["model_drops", "audit_runs", "method_results", "importances", "profiles", "comparisons"]
     with engine.connect() as connection:
         return {
             name: connection.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one() for name in names

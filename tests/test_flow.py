@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from prefect.testing.utilities import prefect_test_harness
 
+from audit.methods import registered_methods
 from flows.cli import main
 from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
@@ -48,14 +49,14 @@ def test_audits_every_drop_compares_and_writes_the_newest_report(tmp_path: Path,
     html = result.report_path.read_text(encoding="utf-8")
     assert "2014-11-03" in html  # compared with the previous drop
     rows = _history(db_url)
-    assert {(str(r.week), r.method) for r in rows} == {
-        (str(w), m) for w in WEEKS for m in ("weight_sum", "permutation")
-    }
-    assert len(rows) == 3 * 2 * 4
+    per_feature = set(registered_methods()) - {"grad_cam"}  # grad_cam: sequences only, skipped here
+    assert {(str(r.week), r.method) for r in rows} == {(str(w), m) for w in WEEKS for m in per_feature}
+    assert len(rows) == 3 * len(per_feature) * 4
     ignored = [r.value for r in rows if r.feature == "f3"]
-    assert np.allclose(ignored, 0.0, atol=1e-9)  # the models ignore f3 by construction
+    assert np.allclose(ignored, 0.0, atol=1e-6)  # the models ignore f3 by construction: every method agrees
+    assert "grad_cam" in html and "sequence input" in html  # skipped, and the report says why
     counts = table_counts(make_engine(db_url))
-    assert counts["comparisons"] == 2 * 2  # weeks 2 and 3, two methods each
+    assert counts["comparisons"] == 2 * len(per_feature)  # weeks 2 and 3
 
     # A second run finds nothing new: no figures change, the newest report is written again.
     again = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(out), model_name="demo")
@@ -77,7 +78,9 @@ def test_drop_without_eval_sample_runs_weight_methods_and_says_why(tmp_path: Pat
     db_url = f"sqlite:///{tmp_path / 'a.db'}"
     result = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(tmp_path / "out"))
     assert isinstance(result, AuditResult) and result.report_path is not None
-    assert {r.method for r in _history(db_url)} == {"weight_sum"}
+    weight_only = {name for name, spec in registered_methods().items() if not spec.needs_eval_sample}
+    assert weight_only >= {"weight_sum", "garson", "olden"}
+    assert {r.method for r in _history(db_url)} == weight_only
     html = result.report_path.read_text(encoding="utf-8")
     assert "no eval sample in the drop" in html
 

@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from audit.types import Importance, MethodOutcome, MethodStatus, ModelFacts, RunStatus, Task
 from storage import repository
 from storage.models import AuditRun, Base
-from storage.session import make_engine, upgrade_database
+from storage.session import alembic_config, make_engine, upgrade_database
 from tests.helpers import table_counts
 
 WEEK = dt.date(2014, 11, 3)
@@ -42,10 +44,26 @@ def _outcomes(scale: float = 1.0) -> tuple[MethodOutcome, ...]:
         parameters={"n_repeats": 5, "random_state": 0},
     )
     weights = Importance(method="weight_sum", feature_names=NAMES, values=np.array([3.0, 2.0, 1.0]))
+    saliency = Importance(
+        method="saliency",
+        feature_names=NAMES,
+        values=np.array([0.2, -0.9, 0.1]),
+        profile=np.arange(12, dtype=float).reshape(4, 3) * scale,
+        signed=True,
+    )
+    cam = Importance(
+        method="grad_cam_profile",
+        feature_names=(),
+        values=np.zeros(0),
+        profile=np.array([[0.1], [0.5], [0.2]]),
+        profile_features=("*",),
+    )
     return (
         MethodOutcome("weight_sum", MethodStatus.OK, importance=weights, seconds=0.1),
         MethodOutcome("permutation", MethodStatus.OK, importance=perm, seconds=1.5),
-        MethodOutcome("saliency", MethodStatus.SKIPPED, reason="not registered here"),
+        MethodOutcome("saliency", MethodStatus.OK, importance=saliency, seconds=0.2),
+        MethodOutcome("grad_cam", MethodStatus.SKIPPED, reason="no Conv1D layer"),
+        MethodOutcome("grad_cam_profile", MethodStatus.OK, importance=cam, seconds=0.3),
     )
 
 
@@ -78,10 +96,23 @@ def test_migrations_match_the_orm_models(engine: sa.Engine) -> None:
     assert diff == []
 
 
-def test_upgrade_is_idempotent(engine: sa.Engine) -> None:
+def test_upgrade_is_idempotent_and_reaches_head(engine: sa.Engine) -> None:
     upgrade_database(engine)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == head
+
+
+def test_every_migration_downgrades_and_upgrades_again(engine: sa.Engine) -> None:
+    _audit(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    with engine.connect() as connection:
+        assert "importances" not in sa.inspect(connection).get_table_names()
+    upgrade_database(engine)
+    assert table_counts(engine)["importances"] == 0
 
 
 def test_stored_audit_reads_back_and_fills_the_view(engine: sa.Engine) -> None:
@@ -90,13 +121,27 @@ def test_stored_audit_reads_back_and_fills_the_view(engine: sa.Engine) -> None:
         summary = repository.load_audit(session, "m", WEEK)
     assert summary is not None and summary.run_id == run_id
     assert summary.model.input_shape == (None, 24, 3) and summary.n_eval_samples == 168
-    assert [o.method for o in summary.outcomes] == ["weight_sum", "permutation", "saliency"]
+    assert [o.method for o in summary.outcomes] == [
+        "weight_sum",
+        "permutation",
+        "saliency",
+        "grad_cam",
+        "grad_cam_profile",
+    ]
+    cam = summary.importance("grad_cam_profile")
+    assert cam is not None and not cam.has_values and cam.profile_labels == ("*",)
+    np.testing.assert_array_equal(cam.profile, [[0.1], [0.5], [0.2]])  # type: ignore[arg-type]
     perm = summary.importance("permutation")
     assert perm is not None and perm.feature_names == NAMES
     np.testing.assert_allclose(perm.values, [0.9, 0.1, 0.3])
     assert perm.std is not None and perm.parameters == {"n_repeats": 5, "random_state": 0}
-    assert summary.outcomes[2].status is MethodStatus.SKIPPED
-    assert summary.outcomes[2].reason == "not registered here"
+    assert summary.outcomes[3].status is MethodStatus.SKIPPED
+    assert summary.outcomes[3].reason == "no Conv1D layer"
+    saliency = summary.importance("saliency")
+    assert saliency is not None and saliency.signed and list(saliency.ranks) == [2, 1, 3]
+    assert saliency.profile is not None
+    np.testing.assert_array_equal(saliency.profile, np.arange(12, dtype=float).reshape(4, 3))
+    assert perm.profile is None and not perm.signed
     with engine.connect() as connection:
         rows = connection.execute(
             sa.text(
@@ -114,8 +159,9 @@ def test_reaudit_replaces_figures_without_duplicating(engine: sa.Engine) -> None
     counts = table_counts(engine)
     second = _audit(engine, scale=2.0)
     after = table_counts(engine)
-    assert after["importances"] == counts["importances"] == 6
-    assert after["method_results"] == counts["method_results"] == 3
+    assert after["importances"] == counts["importances"] == 9
+    assert after["profiles"] == counts["profiles"] == 12 + 3
+    assert after["method_results"] == counts["method_results"] == 5
     assert after["audit_runs"] == 2 and after["model_drops"] == 1
     with Session(engine) as session:
         assert session.get_one(AuditRun, first).status == RunStatus.SUPERSEDED

@@ -48,13 +48,14 @@ def test_gru_reads_the_input_kernel_not_the_recurrent_one() -> None:
 def test_walks_through_pass_through_layers_and_bidirectional() -> None:
     keras.utils.set_random_seed(2)
     lstm = keras.layers.Bidirectional(keras.layers.LSTM(2))
-    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dropout(0.2), lstm, keras.layers.Dense(1)])
+    dropout = keras.layers.Dropout(0.2, name="input_dropout")
+    model = keras.Sequential([keras.Input((4, 3)), dropout, lstm, keras.layers.Dense(1)])
     expected = np.abs(np.asarray(lstm.forward_layer.cell.kernel)).sum(axis=1) + np.abs(
         np.asarray(lstm.backward_layer.cell.kernel)
     ).sum(axis=1)
     result = compute_weight_sum(model, feature_names=_names(3))
     np.testing.assert_allclose(result.values, expected, rtol=1e-6)
-    assert result.parameters["through"] == ["dropout"]
+    assert result.parameters["through"] == ["input_dropout"]
 
 
 def test_input_feeding_two_layers_is_not_applicable() -> None:

@@ -1,13 +1,13 @@
-"""Importance methods. Importing this package registers every method (see `base.registered_methods`)."""
+"""Importance methods, one module per measure. Importing this package imports every module in it,
+which registers each method (see `base.registered_methods`): a new method is just a new module."""
 
-from audit.methods import permutation, weight_sum
+import importlib
+import pkgutil
+
 from audit.methods.base import MethodContext, MethodNotApplicable, MethodSpec, registered_methods
 
-__all__ = [
-    "MethodContext",
-    "MethodNotApplicable",
-    "MethodSpec",
-    "permutation",
-    "registered_methods",
-    "weight_sum",
-]
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["MethodContext", "MethodNotApplicable", "MethodSpec", "registered_methods"]

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import keras
 
-from audit.types import FloatArray, Importance, Task
+from audit.targets import OutputTarget
+from audit.types import FloatArray, Importance
+
+T = TypeVar("T")
 
 
 class MethodNotApplicable(Exception):
@@ -26,9 +30,19 @@ class MethodContext:
     """What every method may use besides the model and the sample."""
 
     feature_names: tuple[str, ...]
-    task: Task
+    target: OutputTarget
     random_state: int = 0
+    #: This method's options from the drop's ``[methods.<name>]`` table in audit.toml.
     options: Mapping[str, object] = field(default_factory=dict)
+
+    def option(self, name: str, default: T, kind: type[T]) -> T:
+        """The option `name` (or `default`), checked to be of `kind`; a clear error otherwise."""
+        value = self.options.get(name, default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"option {name} must be {kind.__name__}, got {value!r}")
+        return value
 
 
 #: model, X (None for weight-only methods), y (None without targets), context -> result

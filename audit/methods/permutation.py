@@ -5,21 +5,46 @@ Breiman (2001), "Random Forests", Machine Learning 45; the sample-level form fol
 permuted across samples; for sequences (n_samples, n_steps, n_features) the whole series of feature j
 moves with its sample, so its time structure is kept while its link to the other features is broken.
 
-Score: with targets, the increase of the mean per-sample loss (squared error for regression,
-cross-entropy of the true class for classification); without targets, the RMS change of the model
-output. All (feature, repeat) copies are predicted in large batches through one traced function.
+Score (`scoring`): with targets, "loss" (the default) is the increase of the mean per-sample loss
+of the task (squared error for regression, cross-entropy of the true class for classification);
+a named metric can be asked for instead: "mse", "mae" (regression), "cross_entropy" (increase) or
+"accuracy" (decrease) for classification. Without targets "loss" scores the RMS change of the model
+output. As in scikit-learn, `max_samples` rows can be drawn (without replacement, with the same
+random generator, before the permutations) to bound the cost on large eval samples. All (feature,
+repeat) copies are predicted in large batches through one traced function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from audit.forward import DEFAULT_CHUNK_BYTES, Predictor, per_sample_loss
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
+
+#: `scoring` values and the task each is for (None: both).
+SCORINGS: dict[str, Task | None] = {
+    "loss": None,
+    "mse": Task.REGRESSION,
+    "mae": Task.REGRESSION,
+    "accuracy": Task.CLASSIFICATION,
+    "cross_entropy": Task.CLASSIFICATION,
+}
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """A per-sample metric: `name` as stored, and whether a larger value is better (accuracy)."""
+
+    name: str
+    per_sample: Callable[[FloatArray, FloatArray], FloatArray]
+    higher_is_better: bool = False
 
 
 def compute_permutation(
@@ -28,8 +53,10 @@ def compute_permutation(
     y: FloatArray | None = None,
     *,
     feature_names: tuple[str, ...],
-    task: Task = Task.REGRESSION,
+    target: OutputTarget = REGRESSION_TARGET,
     n_repeats: int = 5,
+    max_samples: int | float | None = None,
+    scoring: str = "loss",
     random_state: int | np.random.Generator | None = None,
     batch_size: int | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -44,10 +71,16 @@ def compute_permutation(
         Targets (regression) or integer class labels. Without y the score is the RMS output change.
     feature_names : tuple of str
         One name per feature (last axis of X).
-    task : Task
-        Picks the loss when y is given.
+    target : OutputTarget
+        Its task (and output activation) picks the loss when y is given.
     n_repeats : int
         Independent shuffles per feature; the value is their mean, `std` their standard deviation.
+    max_samples : int, float or None
+        Rows used: a count (capped at n_samples), a fraction in (0, 1] of n_samples, or None for
+        all. A subsample is drawn without replacement before the permutations.
+    scoring : {"loss", "mse", "mae", "accuracy", "cross_entropy"}
+        "loss": the task's loss (or the RMS output change without y); "mse"/"mae" for regression,
+        "accuracy"/"cross_entropy" for classification. Named metrics need y.
     random_state : int, Generator or None
         Converted once with ``np.random.default_rng``; an int is stored with the result.
     batch_size : int, optional
@@ -58,16 +91,27 @@ def compute_permutation(
     Returns
     -------
     Importance
-        ``values`` (n_features,) mean score increase, ``std``, ``repeats`` (n_features, n_repeats).
+        ``values`` (n_features,) mean score increase (accuracy: decrease), ``std``,
+        ``repeats`` (n_features, n_repeats).
+
+    References
+    ----------
+    Breiman (2001), "Random Forests", Machine Learning 45, 5-32.
     """
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
     if X.shape[-1] != len(feature_names):
         raise MethodNotApplicable(f"X has {X.shape[-1]} features but {len(feature_names)} names")
+    metric = _metric(scoring, target, y)
+    n_used = _n_used(max_samples, X.shape[0])
+    n_samples = int(X.shape[0])
     rng = np.random.default_rng(random_state)
+    if n_used < n_samples:
+        rows = np.sort(rng.choice(n_samples, size=n_used, replace=False))
+        X, y = X[rows], None if y is None else y[rows]
     predictor = Predictor(model, batch_size=batch_size)
     reference = predictor.predict(X)
-    baseline_loss = None if y is None else float(per_sample_loss(reference, y, task).mean())
+    baseline = None if metric is None or y is None else float(metric.per_sample(reference, y).mean())
     n_features = X.shape[-1]
     # Draw all permutations up front, in (repeat, feature) order, so results do not depend on chunking.
     permutations = np.stack([rng.permutation(X.shape[0]) for _ in range(n_repeats * n_features)]).reshape(
@@ -76,10 +120,11 @@ def compute_permutation(
     scores = np.empty((n_features, n_repeats))
     for jobs, outputs in _predict_permuted(predictor, X, permutations, chunk_bytes):
         for (repeat, feature), output in zip(jobs, outputs, strict=True):
-            if y is None or baseline_loss is None:
+            if metric is None or y is None or baseline is None:
                 scores[feature, repeat] = float(np.sqrt(np.mean((output - reference) ** 2)))
             else:
-                scores[feature, repeat] = float(per_sample_loss(output, y, task).mean()) - baseline_loss
+                change = float(metric.per_sample(output, y).mean()) - baseline
+                scores[feature, repeat] = -change if metric.higher_is_better else change
     return Importance(
         method="permutation",
         feature_names=feature_names,
@@ -89,13 +134,82 @@ def compute_permutation(
         parameters={
             "n_repeats": n_repeats,
             "random_state": random_state if isinstance(random_state, int) else None,
-            "score": "loss_increase" if y is not None else "rms_output_change",
-            "loss": ("squared_error" if task is Task.REGRESSION else "cross_entropy")
-            if y is not None
-            else None,
-            "n_samples": int(X.shape[0]),
+            "scoring": scoring,
+            "score": _score_name(metric),
+            "metric": None if metric is None else metric.name,
+            "loss": None if metric is None or metric.higher_is_better else metric.name,
+            "target": target.describe(),
+            "n_samples": n_samples,
+            "max_samples": n_used,
         },
     )
+
+
+def _metric(scoring: str, target: OutputTarget, y: FloatArray | None) -> _Metric | None:
+    """The metric `scoring` names for this task, or None for the RMS output change (no y)."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}; got {scoring!r}")
+    task = SCORINGS[scoring]
+    if task is not None and task is not target.task:
+        fitting = [name for name, for_task in SCORINGS.items() if for_task in (None, target.task)]
+        raise ValueError(
+            f"scoring {scoring!r} is for {task.value} models and this one is a {target.task.value} "
+            f"model; use one of {', '.join(fitting)}"
+        )
+    if y is None:
+        if scoring == "loss":
+            return None
+        raise MethodNotApplicable(
+            f"scoring {scoring!r} needs targets y and the eval sample has none "
+            "(scoring 'loss' scores the RMS output change without them)"
+        )
+    sigmoid = target.activation == "sigmoid"
+    if scoring == "mae":
+        return _Metric("absolute_error", _absolute_error)
+    if scoring == "accuracy":
+        return _Metric("accuracy", functools.partial(_correct, sigmoid=sigmoid), higher_is_better=True)
+    loss = functools.partial(per_sample_loss, task=target.task, sigmoid=sigmoid)
+    return _Metric("squared_error" if target.task is Task.REGRESSION else "cross_entropy", loss)
+
+
+def _score_name(metric: _Metric | None) -> str:
+    if metric is None:
+        return "rms_output_change"
+    return "accuracy_decrease" if metric.higher_is_better else "loss_increase"
+
+
+def _absolute_error(outputs: FloatArray, y: FloatArray) -> FloatArray:
+    """Mean absolute error over outputs, per sample."""
+    return np.asarray(np.mean(np.abs(outputs - y.reshape(y.shape[0], -1)), axis=1), dtype=np.float64)
+
+
+def _correct(outputs: FloatArray, y: FloatArray, *, sigmoid: bool) -> FloatArray:
+    """1 where the predicted class is the label, per sample (sigmoid units: the share right).
+
+    Same layouts as `per_sample_loss`: softmax probabilities (n_samples, n_classes) with one label
+    per sample, or independent sigmoid units with one 0/1 label per unit.
+    """
+    if sigmoid or outputs.shape[1] == 1:
+        predicted = outputs >= 0.5
+        return np.asarray(np.mean(predicted == (y.reshape(y.shape[0], -1) >= 0.5), axis=1), dtype=np.float64)
+    return np.asarray(np.argmax(outputs, axis=1) == y.reshape(-1).astype(np.int64), dtype=np.float64)
+
+
+def _n_used(max_samples: int | float | None, n_samples: int) -> int:
+    """The number of rows `max_samples` asks for, checked (a count is capped at n_samples)."""
+    if max_samples is None:
+        return n_samples
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int | float):
+        raise ValueError(f"max_samples must be an int count or a float fraction, got {max_samples!r}")
+    if isinstance(max_samples, int):
+        if max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1 as a count, got {max_samples}")
+        return min(max_samples, n_samples)
+    if not 0.0 < max_samples <= 1.0:
+        raise ValueError(
+            f"max_samples as a float is a fraction in (0, 1], got {max_samples}; give a count as an int"
+        )
+    return max(1, int(max_samples * n_samples))
 
 
 def _predict_permuted(
@@ -106,14 +220,15 @@ def _predict_permuted(
     Yields the jobs of one chunk and their outputs (each (n_samples, n_outputs)).
     """
     n_repeats, n_features, n_samples = permutations.shape
-    copies_per_chunk = max(1, chunk_bytes // max(1, X.astype(np.float32).nbytes))
+    base = X.astype(np.float32)
+    copies_per_chunk = max(1, chunk_bytes // max(1, base.nbytes))
     jobs = [(r, f) for r in range(n_repeats) for f in range(n_features)]
     for start in range(0, len(jobs), copies_per_chunk):
         chunk_jobs = jobs[start : start + copies_per_chunk]
         # One stacked copy of X per job; copying first keeps the caller's X untouched.
-        stacked = np.repeat(X[np.newaxis].astype(np.float32), len(chunk_jobs), axis=0)
+        stacked = np.repeat(base[np.newaxis], len(chunk_jobs), axis=0)
         for index, (repeat, feature) in enumerate(chunk_jobs):
-            stacked[index, ..., feature] = X[permutations[repeat, feature], ..., feature]
+            stacked[index, ..., feature] = base[permutations[repeat, feature], ..., feature]
         outputs = predictor.predict(stacked.reshape(-1, *X.shape[1:]))
         yield chunk_jobs, list(outputs.reshape(len(chunk_jobs), n_samples, -1))
 
@@ -128,15 +243,19 @@ def _permutation(
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
-    n_repeats = context.options.get("n_repeats", 5)
-    if not isinstance(n_repeats, int):
-        raise ValueError(f"permutation n_repeats must be an integer, got {n_repeats!r}")
+    max_samples = context.options.get("max_samples")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int | float)
+    ):
+        raise ValueError(f"option max_samples must be an int count or a float fraction, got {max_samples!r}")
     return compute_permutation(
         model,
         X,
         y,
         feature_names=context.feature_names,
-        task=context.task,
-        n_repeats=n_repeats,
+        target=context.target,
+        n_repeats=context.option("n_repeats", 5, int),
+        max_samples=max_samples,
+        scoring=context.option("scoring", "loss", str),
         random_state=context.random_state,
     )

@@ -1,0 +1,142 @@
+"""Traced gradient computations shared by the gradient methods (IG, saliency, Grad-CAM).
+
+Each function is traced once per (model, target) with a ``None`` batch dimension, so chunks of any
+size reuse one graph; all per-sample and per-step work happens inside TensorFlow as batched ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from audit.forward import Predictor
+from audit.targets import OutputTarget, class_ids, scalar_output
+from audit.types import FloatArray
+
+_GRADIENT_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[OutputTarget, TargetGradients]] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: Memory budget for one chunk of path points (model inputs), in bytes. Activations kept for the
+#: backward pass are several times larger, so this stays well below the machine's memory.
+DEFAULT_GRADIENT_CHUNK_BYTES = 16 * 1024 * 1024
+Float32Array = npt.NDArray[np.float32]
+Int32Array = npt.NDArray[np.int32]
+
+
+def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int, points_per_row: int = 1) -> int:
+    """How many samples fit a chunk when each becomes `points_per_row` model inputs."""
+    row_bytes = max(1, int(np.prod(row_shape)) * 4 * points_per_row)
+    return max(1, chunk_bytes // row_bytes)
+
+
+def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradients:
+    """The traced functions of (model, target), built once and shared by IG, saliency, ... (cached weakly)."""
+    per_target = _GRADIENT_CACHE.setdefault(model, {})
+    if target not in per_target:
+        per_target[target] = TargetGradients(model, target)
+    return per_target[target]
+
+
+def explained_classes(model: keras.Model, inputs: Float32Array, target: OutputTarget) -> Int32Array:
+    """The class each sample's explanation is about, chosen on the sample itself (audit/targets.py)."""
+    outputs = Predictor(model).predict(inputs)
+    return class_ids(outputs.reshape(model_output_shape(model, len(inputs))), target)
+
+
+def model_output_shape(model: keras.Model, n_samples: int) -> tuple[int, ...]:
+    """The output shape of `n_samples` samples, e.g. (n, 1), (n, n_classes) or (n, steps, classes)."""
+    return (n_samples, *(d or 1 for d in tuple(model.outputs[0].shape)[1:]))
+
+
+class TargetGradients:
+    """Value and input gradient of the target scalar, and integrated gradients along straight paths.
+
+    Build it through `target_gradients` so that every method reuses one trace per model.
+    """
+
+    def __init__(self, model: keras.Model, target: OutputTarget) -> None:
+        input_shape = tuple(model.inputs[0].shape)[1:]
+        x_spec = tf.TensorSpec((None, *input_shape), tf.float32)
+        ids_spec = tf.TensorSpec((None, None), tf.int32)
+        vector = tf.TensorSpec((None,), tf.float32)
+        self._value = tf.function(
+            functools.partial(_value, model, target), input_signature=[x_spec, ids_spec]
+        )
+        self._gradient = tf.function(
+            functools.partial(_value_and_gradient, model, target), input_signature=[x_spec, ids_spec]
+        )
+        self._path = tf.function(
+            functools.partial(_integrated_path, model, target),
+            input_signature=[x_spec, x_spec, ids_spec, vector, vector],
+        )
+
+    def value(self, X: Float32Array, ids: Int32Array) -> FloatArray:
+        """Target scalar per sample, shape (n_samples,)."""
+        return np.asarray(self._value(tf.constant(X), tf.constant(ids)).numpy(), dtype=np.float64)
+
+    def gradient(self, X: Float32Array, ids: Int32Array) -> tuple[FloatArray, FloatArray]:
+        """Target scalar (n,) and its gradient with respect to the input, shaped like X."""
+        value, gradient = self._gradient(tf.constant(X), tf.constant(ids))
+        return np.asarray(value.numpy(), np.float64), np.asarray(gradient.numpy(), np.float64)
+
+    def integrated(
+        self,
+        X: Float32Array,
+        baseline: Float32Array,
+        ids: Int32Array,
+        alphas: FloatArray,
+        weights: FloatArray,
+    ) -> FloatArray:
+        """(x - baseline) * sum_k weights[k] * grad F(baseline + alphas[k] (x - baseline)), per sample."""
+        result = self._path(
+            tf.constant(X),
+            tf.constant(baseline),
+            tf.constant(ids),
+            tf.constant(alphas, tf.float32),
+            tf.constant(weights, tf.float32),
+        )
+        return np.asarray(result.numpy(), dtype=np.float64)
+
+
+def _value(model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    return scalar_output(model(x, training=False), ids, target)
+
+
+def _value_and_gradient(
+    model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = scalar_output(model(x, training=False), ids, target)
+    # Samples do not interact in inference, so the gradient of the batch sum is per-sample.
+    return value, tape.gradient(value, x)
+
+
+def _integrated_path(
+    model: keras.Model,
+    target: OutputTarget,
+    x: tf.Tensor,
+    baseline: tf.Tensor,
+    ids: tf.Tensor,
+    alphas: tf.Tensor,
+    weights: tf.Tensor,
+) -> tf.Tensor:
+    """All path points of a chunk in one model call: (m * c) inputs for c samples and m nodes."""
+    difference = x - baseline
+    n_nodes = tf.shape(alphas)[0]
+    rank = x.shape.rank
+    node_scale = tf.reshape(alphas, [-1] + [1] * rank)  # (m, 1, ...)
+    points = baseline[tf.newaxis] + node_scale * difference[tf.newaxis]  # (m, c, ...)
+    flat = tf.reshape(points, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        value = scalar_output(model(flat, training=False), tf.tile(ids, [n_nodes, 1]), target)
+    gradients = tf.reshape(tape.gradient(value, flat), tf.shape(points))
+    mean_gradient = tf.tensordot(weights, gradients, axes=1)  # (c, ...)
+    return difference * mean_gradient

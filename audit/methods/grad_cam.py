@@ -1,0 +1,144 @@
+"""1-D Grad-CAM: which time steps the last convolution's evidence comes from.
+
+Selvaraju et al. (2017), "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+Localization", ICCV, applied to a Conv1D layer as in the PM2.5 write-up (seed 000) and for the
+1-D CNNs of seed 004. For the last Conv1D layer (or the one named by the ``layer`` option) with
+activations A (n_samples, t', channels):
+
+- channel weights alpha_c = mean over t' of dF/dA[:, :, c] (F: the target scalar, audit/targets.py);
+- map = ReLU(sum_c alpha_c A[:, :, c]), shape (n_samples, t');
+- the map is linearly upsampled to the input length (cell centres aligned) and averaged over samples.
+
+The result is a time profile for all features at once (profile column "*"), not a per-feature
+importance; it is stored in the profiles table. Maps are not normalised per sample (the write-up
+scales each to [0, 1] for display): raw maps stay comparable from week to week.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, explained_classes, rows_per_chunk
+from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.targets import REGRESSION_TARGET, OutputTarget, scalar_output
+from audit.types import FloatArray, Importance
+
+ALL_FEATURES = "*"
+
+
+def compute_grad_cam(
+    model: keras.Model,
+    X: FloatArray,
+    y: FloatArray | None = None,
+    *,
+    target: OutputTarget = REGRESSION_TARGET,
+    layer_name: str | None = None,
+    chunk_bytes: int = DEFAULT_GRADIENT_CHUNK_BYTES,
+) -> Importance:
+    """Mean Grad-CAM map over samples, upsampled to the input's time steps.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_samples, n_steps, n_features)
+    y : ignored
+    target : which scalar per sample is explained.
+    layer_name : the Conv1D layer to explain (default: the last Conv1D of the model).
+
+    Returns
+    -------
+    Importance
+        Profile-only: ``profile`` (n_steps, 1) with column "*", no per-feature values.
+    """
+    if X.ndim != 3:
+        raise MethodNotApplicable("grad_cam needs sequence input (n_samples, n_steps, n_features)")
+    layer = _conv_layer(model, layer_name)
+    inputs = X.astype(np.float32)
+    ids = explained_classes(model, inputs, target)
+    maps_of = _traced_maps(model, layer, target)
+    rows = rows_per_chunk(inputs.shape[1:], chunk_bytes)
+    maps = np.concatenate(
+        [
+            maps_of(tf.constant(inputs[s : s + rows]), tf.constant(ids[s : s + rows])).numpy()
+            for s in range(0, len(inputs), rows)
+        ]
+    ).astype(np.float64)
+    upsampled = upsample(maps, X.shape[1])
+    return Importance(
+        method="grad_cam",
+        feature_names=(),
+        values=np.zeros(0),
+        profile=upsampled.mean(axis=0)[:, np.newaxis],
+        profile_features=(ALL_FEATURES,),
+        parameters={
+            "layer": layer.name,
+            "layer_steps": int(maps.shape[1]),
+            "target": target.describe(),
+            "n_samples": int(X.shape[0]),
+        },
+    )
+
+
+def upsample(maps: FloatArray, length: int) -> FloatArray:
+    """Linear interpolation of (n, t') maps to (n, length), aligning the centres of the cells."""
+    source = maps.shape[1]
+    positions = np.clip((np.arange(length) + 0.5) * source / length - 0.5, 0, source - 1)
+    left = np.floor(positions).astype(int)
+    right = np.minimum(left + 1, source - 1)
+    fraction = positions - left
+    return np.asarray(maps[:, left] * (1 - fraction) + maps[:, right] * fraction, dtype=np.float64)
+
+
+def _conv_layer(model: keras.Model, layer_name: str | None) -> keras.layers.Layer:
+    if layer_name is not None:
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise MethodNotApplicable(f"no layer named {layer_name!r} in the model") from None
+        if not isinstance(layer, keras.layers.Conv1D):
+            raise MethodNotApplicable(f"layer {layer_name!r} is a {type(layer).__name__}, not a Conv1D")
+        return layer
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+    if not convolutions:
+        raise MethodNotApplicable("the model has no Conv1D layer (grad_cam explains a 1-D convolution)")
+    return convolutions[-1]
+
+
+def _traced_maps(
+    model: keras.Model, layer: keras.layers.Layer, target: OutputTarget
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """One traced function: the ReLU'd, channel-weighted activation map per sample, (n, t')."""
+    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    input_shape = tuple(model.inputs[0].shape)[1:]
+    specs = [tf.TensorSpec((None, *input_shape), tf.float32), tf.TensorSpec((None, None), tf.int32)]
+    traced: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] = tf.function(
+        functools.partial(_maps, probe, target), input_signature=specs
+    )
+    return traced
+
+
+def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    with tf.GradientTape() as tape:
+        activations, outputs = probe(x, training=False)
+        value = scalar_output(outputs, ids, target)
+    gradients = tape.gradient(value, activations)  # (n, t', channels)
+    weights = tf.reduce_mean(gradients, axis=1, keepdims=True)  # (n, 1, channels)
+    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=2))
+
+
+@register_method(
+    "grad_cam", needs_eval_sample=True, description="1-D Grad-CAM time profile of the last Conv1D layer"
+)
+def _grad_cam(
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+) -> Importance:
+    if X is None:
+        raise MethodNotApplicable("needs an eval sample")
+    layer = context.options.get("layer")
+    if layer is not None and not isinstance(layer, str):
+        raise ValueError(f"grad_cam option layer must be a layer name, got {layer!r}")
+    return compute_grad_cam(model, X, target=context.target, layer_name=layer)
