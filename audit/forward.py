@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -97,3 +97,31 @@ def check_labels(y: FloatArray, n_outputs: int, *, sigmoid: bool = False) -> str
     if y.min() < 0 or y.max() >= n_classes:
         return f"labels span {int(y.min())}..{int(y.max())} but the model has {n_classes} classes"
     return None
+
+
+Job = tuple[int, int]
+
+
+def copies_by_chunk(
+    X: npt.NDArray[np.floating],
+    jobs: Sequence[Job],
+    replace_feature: Callable[[Job], npt.NDArray[np.floating] | float],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[tuple[Sequence[Job], npt.NDArray[np.float32]]]:
+    """Copies of X, one per job, in which one feature is replaced; several copies per chunk.
+
+    A job is (anything, feature index); `replace_feature(job)` returns the new values of that
+    feature, shaped like ``X[..., feature]`` (or one value for all of them). It is called once per
+    job in `jobs` order, so a random draw inside it gives the same numbers whatever the chunk
+    size. Copies are built from a float32 copy of X (the caller's array is never modified);
+    yields (chunk jobs, copies of shape (n_jobs, *X.shape)), as many copies per chunk as fit
+    `chunk_bytes`.
+    """
+    base = np.asarray(X, dtype=np.float32)
+    per_chunk = max(1, chunk_bytes // max(1, base.nbytes))
+    for start in range(0, len(jobs), per_chunk):
+        chunk_jobs = jobs[start : start + per_chunk]
+        stacked = np.repeat(base[np.newaxis], len(chunk_jobs), axis=0)
+        for index, job in enumerate(chunk_jobs):
+            stacked[index, ..., job[1]] = replace_feature(job)
+        yield chunk_jobs, stacked

@@ -17,13 +17,13 @@ repeat) copies are predicted in large batches through one traced function.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from audit.forward import DEFAULT_CHUNK_BYTES, Predictor, per_sample_loss
+from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk, per_sample_loss
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
@@ -214,21 +214,19 @@ def _n_used(max_samples: int | float | None, n_samples: int) -> int:
 
 def _predict_permuted(
     predictor: Predictor, X: FloatArray, permutations: np.ndarray, chunk_bytes: int
-) -> Iterator[tuple[list[tuple[int, int]], list[FloatArray]]]:
+) -> Iterator[tuple[Sequence[Job], list[FloatArray]]]:
     """Predict every (repeat, feature) shuffled copy of X, several copies per model call.
 
     Yields the jobs of one chunk and their outputs (each (n_samples, n_outputs)).
     """
     n_repeats, n_features, n_samples = permutations.shape
-    base = X.astype(np.float32)
-    copies_per_chunk = max(1, chunk_bytes // max(1, base.nbytes))
     jobs = [(r, f) for r in range(n_repeats) for f in range(n_features)]
-    for start in range(0, len(jobs), copies_per_chunk):
-        chunk_jobs = jobs[start : start + copies_per_chunk]
-        # One stacked copy of X per job; copying first keeps the caller's X untouched.
-        stacked = np.repeat(base[np.newaxis], len(chunk_jobs), axis=0)
-        for index, (repeat, feature) in enumerate(chunk_jobs):
-            stacked[index, ..., feature] = base[permutations[repeat, feature], ..., feature]
+
+    def shuffled(job: Job) -> np.ndarray:
+        repeat, feature = job
+        return X[permutations[repeat, feature], ..., feature]
+
+    for chunk_jobs, stacked in copies_by_chunk(X, jobs, shuffled, chunk_bytes):
         outputs = predictor.predict(stacked.reshape(-1, *X.shape[1:]))
         yield chunk_jobs, list(outputs.reshape(len(chunk_jobs), n_samples, -1))
 

@@ -18,12 +18,12 @@ feature with std 0 is constant in the sample: there is no spread to scale, and i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
 
-from audit.forward import DEFAULT_CHUNK_BYTES, Predictor
+from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
 from audit.types import FloatArray, Importance
 
@@ -115,25 +115,22 @@ def compute_perturbation(
 def _predict_perturbed(
     predictor: Predictor,
     X: FloatArray,
-    jobs: list[tuple[int, int]],
+    jobs: list[Job],
     noise_std: FloatArray,
     rng: np.random.Generator,
     chunk_bytes: int,
-) -> Iterator[tuple[list[tuple[int, int]], FloatArray]]:
+) -> Iterator[tuple[Sequence[Job], FloatArray]]:
     """Predict one noisy copy of X per (repeat, feature) job, several copies per model call.
 
     Noise is drawn job by job in `jobs` order, so the numbers do not depend on the chunk size.
     Yields the jobs of one chunk and their outputs, shape (n_jobs, n_samples, n_outputs).
     """
-    base = X.astype(np.float32)
-    copies_per_chunk = max(1, chunk_bytes // max(1, base.nbytes))
-    for start in range(0, len(jobs), copies_per_chunk):
-        chunk_jobs = jobs[start : start + copies_per_chunk]
-        # Copies of X, so the caller's array is never modified.
-        stacked = np.repeat(base[np.newaxis], len(chunk_jobs), axis=0)
-        for index, (_, feature) in enumerate(chunk_jobs):
-            noise = rng.standard_normal(size=X.shape[:-1]) * noise_std[feature]
-            stacked[index, ..., feature] = X[..., feature] + noise
+
+    def noisy(job: Job) -> FloatArray:
+        feature = job[1]
+        return np.asarray(X[..., feature] + rng.standard_normal(size=X.shape[:-1]) * noise_std[feature])
+
+    for chunk_jobs, stacked in copies_by_chunk(X, jobs, noisy, chunk_bytes):
         outputs = predictor.predict(stacked.reshape(-1, *X.shape[1:]))
         yield chunk_jobs, outputs.reshape(len(chunk_jobs), X.shape[0], -1)
 

@@ -17,17 +17,16 @@ kept fixed across the sweep.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import numpy.typing as npt
-import tensorflow as tf
 
-from audit.forward import DEFAULT_CHUNK_BYTES
+from audit.forward import DEFAULT_CHUNK_BYTES, Job, copies_by_chunk
+from audit.gradients import TargetGradients, explained_classes, target_gradients
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
-from audit.targets import REGRESSION_TARGET, OutputTarget, class_ids, scalar_output
+from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
 DEFAULT_PERCENTILES = (0.05, 0.95)
@@ -92,13 +91,18 @@ def compute_sensitivity_sweep(
     grid = np.quantile(X.reshape(-1, n_features), levels, axis=0).T  # (n_features, n_quantiles)
     rows = X if X.shape[0] <= n_rows else X[np.sort(rng.choice(X.shape[0], size=n_rows, replace=False))]
     rows32 = rows.astype(np.float32)
-    ids = class_ids(_outputs(model, rows32, batch_size, chunk_bytes), target)  # fixed for the sweep
+    ids = explained_classes(model, rows32, target)  # fixed for the sweep
     swept = np.empty((n_features, n_quantiles, rows.shape[0]))
-    scalar_of = _ScalarFunction(model, target, rows32.shape[1:], ids.shape[1])
-    jobs = [(f, q) for f in range(n_features) for q in range(n_quantiles)]
-    for chunk_jobs, stacked in _swept_copies(rows32, grid, jobs, chunk_bytes):
-        values = scalar_of(stacked.reshape(-1, *rows32.shape[1:]), ids, batch_size)
-        for (feature, quantile), row_values in zip(
+    explained = target_gradients(model, target)
+    jobs = [(q, f) for f in range(n_features) for q in range(n_quantiles)]  # (quantile, feature)
+
+    def at_quantile(job: Job) -> float:
+        quantile, feature = job
+        return float(grid[feature, quantile])
+
+    for chunk_jobs, stacked in copies_by_chunk(rows32, jobs, at_quantile, chunk_bytes):
+        values = _explained_values(explained, stacked.reshape(-1, *rows32.shape[1:]), ids, batch_size)
+        for (quantile, feature), row_values in zip(
             chunk_jobs, values.reshape(len(chunk_jobs), -1), strict=True
         ):
             swept[feature, quantile] = row_values
@@ -133,68 +137,19 @@ def _check_options(n_rows: int, n_quantiles: int, percentiles: Sequence[float]) 
     return float(percentiles[0]), float(percentiles[1])
 
 
-def _outputs(
-    model: keras.Model, rows: npt.NDArray[np.float32], batch_size: int | None, chunk_bytes: int
+def _explained_values(
+    explained: TargetGradients,
+    inputs: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.int32],
+    batch_size: int | None,
 ) -> FloatArray:
-    """Model outputs of the unmodified rows, in their own shape (n_rows, ...), for `class_ids`."""
-    row_bytes = max(1, rows[:1].nbytes)
-    step = max(1, batch_size if batch_size is not None else chunk_bytes // row_bytes)
-    chunks = [
-        np.asarray(model(rows[start : start + step], training=False)) for start in range(0, len(rows), step)
-    ]
-    return np.concatenate(chunks).astype(np.float64)
-
-
-def _swept_copies(
-    rows: npt.NDArray[np.float32], grid: FloatArray, jobs: list[tuple[int, int]], chunk_bytes: int
-) -> Iterator[tuple[list[tuple[int, int]], npt.NDArray[np.float32]]]:
-    """Copies of the pivot rows with feature f set to its quantile q (every step), one per job.
-
-    Yields the jobs of one chunk and their copies, shape (n_jobs, *rows.shape).
-    """
-    copies_per_chunk = max(1, chunk_bytes // max(1, rows.nbytes))
-    for start in range(0, len(jobs), copies_per_chunk):
-        chunk_jobs = jobs[start : start + copies_per_chunk]
-        stacked = np.repeat(rows[np.newaxis], len(chunk_jobs), axis=0)
-        for index, (feature, quantile) in enumerate(chunk_jobs):
-            stacked[index, ..., feature] = grid[feature, quantile]
-        yield chunk_jobs, stacked
-
-
-class _ScalarFunction:
-    """The explained scalar per row, model and `scalar_output` in one traced function.
-
-    Copies of the pivot rows come in job-major order, so the class ids of the rows are tiled to
-    match: row i of copy c uses the ids of pivot row i.
-    """
-
-    def __init__(
-        self, model: keras.Model, target: OutputTarget, row_shape: tuple[int, ...], n_ids: int
-    ) -> None:
-        specs = [
-            tf.TensorSpec(shape=(None, *row_shape), dtype=tf.float32),
-            tf.TensorSpec(shape=(None, n_ids), dtype=tf.int32),
-        ]
-        # A partial (not a lambda), as in `Predictor`: one trace per model, no retracing warnings.
-        self._call = tf.function(functools.partial(_explained, model, target), input_signature=specs)
-
-    def __call__(
-        self, inputs: npt.NDArray[np.float32], ids: npt.NDArray[np.int32], batch_size: int | None
-    ) -> FloatArray:
-        n_rows = ids.shape[0]
-        tiled = np.tile(ids, (inputs.shape[0] // n_rows, 1))
-        step = inputs.shape[0] if batch_size is None else max(1, batch_size)
-        chunks = [
-            self._call(
-                tf.constant(inputs[start : start + step]), tf.constant(tiled[start : start + step])
-            ).numpy()
-            for start in range(0, inputs.shape[0], step)
-        ]
-        return np.concatenate(chunks).astype(np.float64)
-
-
-def _explained(model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-    return scalar_output(model(x, training=False), ids, target)
+    """The explained scalar of every swept copy; copies come job-major, so row i of every copy
+    uses the class ids of pivot row i (the ids are tiled to match)."""
+    tiled = np.tile(ids, (inputs.shape[0] // ids.shape[0], 1))
+    step = inputs.shape[0] if batch_size is None else max(1, batch_size)
+    return np.concatenate(
+        [explained.value(inputs[s : s + step], tiled[s : s + step]) for s in range(0, inputs.shape[0], step)]
+    )
 
 
 @register_method(
