@@ -120,7 +120,9 @@ class ModelFacts:
 class Importance:
     """Per-feature importance computed by one method on one model.
 
-    values[i] and std[i] belong to feature_names[i]; `repeats` (n_features, n_repeats) holds the raw
+    values[i] and std[i] belong to feature_names[i]; std is the standard error of the value over the
+    units it averages (samples, sweep rows or repeats), the uncertainty of this drop's figure;
+    `repeats` (n_features, n_repeats) holds the raw
     figures of repeated methods; `profile` (n_steps, n_features) is the time x feature attribution of
     sequence methods. `parameters` is everything needed to recompute the figure (seed included).
     """

@@ -63,3 +63,21 @@ def test_classifier_gradient_is_of_the_predicted_class_probability() -> None:
     p0 = 1 / (1 + np.exp(-2 * X[:, 0]))
     expected = np.where(X[:, 0] >= 0, 2 * p0 * (1 - p0), -2 * p0 * (1 - p0)).mean()
     np.testing.assert_allclose(result.values[0], expected, rtol=1e-4)
+
+
+def test_std_is_the_standard_error_over_samples() -> None:
+    model = mlp_ignoring(3, ignored=2, seed=5)
+    X = np.random.default_rng(6).normal(size=(80, 3))
+    result = compute_gradient_x_input(model, X, feature_names=("a", "b", "c"))
+    # per-sample |g * x| from an independent finite-difference gradient
+    eps = 1e-3
+    base = model.predict(X, verbose=0)[:, 0]
+    per_sample = np.stack(
+        [
+            np.abs((model.predict(X + eps * np.eye(3)[j], verbose=0)[:, 0] - base) / eps * X[:, j])
+            for j in range(3)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(result.values, per_sample.mean(axis=0), rtol=2e-2, atol=1e-4)
+    np.testing.assert_allclose(result.std, per_sample.std(axis=0, ddof=1) / np.sqrt(80), rtol=5e-2, atol=1e-4)  # type: ignore[arg-type]

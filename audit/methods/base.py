@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import keras
+import numpy as np
 
 from audit.targets import OutputTarget
 from audit.types import FloatArray, Importance
@@ -77,3 +78,21 @@ def register_method(
 def registered_methods() -> Mapping[str, MethodSpec]:
     """All methods by name, in registration order (importing `audit.methods` registers them)."""
     return dict(_REGISTRY)
+
+
+def standard_error(per_unit: FloatArray) -> FloatArray:
+    """Standard error of the mean over the first axis (units: samples, rows or repeats).
+
+    This is what `Importance.std` holds for every method: how much the figure would move if it were
+    recomputed on another draw of the units it averages (ddof=1; zero with a single unit).
+    """
+    n_units = per_unit.shape[0]
+    flat = per_unit.reshape(n_units, -1)
+    if n_units < 2:
+        return np.zeros(flat.shape[1])
+    return np.asarray(flat.std(axis=0, ddof=1) / np.sqrt(n_units), dtype=np.float64)
+
+
+def per_sample_importance(per_element: FloatArray) -> FloatArray:
+    """(n_samples, n_features) figures from per-element ones: the mean over time steps, if any."""
+    return per_element.mean(axis=1) if per_element.ndim == 3 else per_element

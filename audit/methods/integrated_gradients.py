@@ -30,7 +30,13 @@ from audit.gradients import (
     rows_per_chunk,
     target_gradients,
 )
-from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import (
+    MethodContext,
+    MethodNotApplicable,
+    per_sample_importance,
+    register_method,
+    standard_error,
+)
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -125,7 +131,7 @@ def compute_integrated_gradients(
         method="integrated_gradients",
         feature_names=feature_names,
         values=magnitude.mean(axis=per_feature_axes),
-        std=magnitude.reshape(-1, magnitude.shape[-1]).std(axis=0),
+        std=standard_error(per_sample_importance(magnitude)),
         profile=magnitude.mean(axis=0) if X.ndim == 3 else None,
         parameters={
             "baseline": baseline if isinstance(baseline, str) else "given",

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk, per_sample_loss
-from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
 
@@ -74,7 +74,7 @@ def compute_permutation(
     target : OutputTarget
         Its task (and output activation) picks the loss when y is given.
     n_repeats : int
-        Independent shuffles per feature; the value is their mean, `std` their standard deviation.
+        Independent shuffles per feature; the value is their mean, `std` its standard error.
     max_samples : int, float or None
         Rows used: a count (capped at n_samples), a fraction in (0, 1] of n_samples, or None for
         all. A subsample is drawn without replacement before the permutations.
@@ -129,7 +129,7 @@ def compute_permutation(
         method="permutation",
         feature_names=feature_names,
         values=scores.mean(axis=1),
-        std=scores.std(axis=1, ddof=1) if n_repeats > 1 else np.zeros(n_features),
+        std=standard_error(scores.T),
         repeats=scores,
         parameters={
             "n_repeats": n_repeats,

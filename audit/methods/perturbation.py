@@ -5,7 +5,7 @@ compared in Olden, Joy & Death (2004), Ecological Modelling 178, 389-397, and th
 check of seed 002 for recurrent models: for a feature f and a repeat r, add noise
 N(0, (scale * std_f)^2) to feature f only, independently for every sample and every time step,
 and measure the RMS change of the model output (all outputs) against the unperturbed output.
-The value is the mean over repeats; `std` their standard deviation.
+The value is the mean over repeats; `std` its standard error over repeats.
 
 Noise is scaled by each feature's own standard deviation over the eval sample (all samples and
 steps) so features in different units are perturbed alike; seed 002 could use one absolute scale
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk
-from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.types import FloatArray, Importance
 
 DEFAULT_SCALE = 0.1
@@ -67,7 +67,7 @@ def compute_perturbation(
     Returns
     -------
     Importance
-        ``values`` (n_features,) mean RMS output change, ``std`` over repeats (ddof 1),
+        ``values`` (n_features,) mean RMS output change, ``std`` its standard error over repeats,
         ``repeats`` (n_features, n_repeats).
 
     References
@@ -97,7 +97,7 @@ def compute_perturbation(
         method="perturbation",
         feature_names=feature_names,
         values=scores.mean(axis=1),
-        std=scores.std(axis=1, ddof=1) if n_repeats > 1 else np.zeros(n_features),
+        std=standard_error(scores.T),
         repeats=scores,
         parameters={
             "scale": float(scale),

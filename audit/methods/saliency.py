@@ -18,7 +18,13 @@ import keras
 import numpy as np
 
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, explained_classes, rows_per_chunk, target_gradients
-from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import (
+    MethodContext,
+    MethodNotApplicable,
+    per_sample_importance,
+    register_method,
+    standard_error,
+)
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -60,7 +66,7 @@ def compute_saliency(
     Returns
     -------
     Importance
-        ``values`` (n_features,) mean dF/dx; ``std`` its spread over samples and steps;
+        ``values`` (n_features,) mean dF/dx; ``std`` its standard error over samples;
         ``profile`` (n_steps, n_features) for sequences; ``signed=True``.
     """
     gradient = _gradients_or_skip(model, X, feature_names, target, chunk_bytes)
@@ -102,7 +108,7 @@ def _summarise(
         method=method,
         feature_names=feature_names,
         values=flat.mean(axis=0),
-        std=flat.std(axis=0),
+        std=standard_error(per_sample_importance(per_element)),
         profile=per_element.mean(axis=0) if per_element.ndim == 3 else None,
         parameters={"target": target.describe(), "n_samples": int(per_element.shape[0])},
         signed=signed,

@@ -7,7 +7,7 @@ and Graphical Statistics 24(1), 44-65): take `n_rows` rows of the eval sample as
 feature f set f, at every time step, to each of `n_quantiles` quantiles of f's distribution over
 the eval sample (all samples and steps), the other features staying as they are in the row; the
 row's spread is the max - min of the explained scalar (see `audit.targets`) across the quantiles.
-The value is the mean spread over rows, `std` its standard deviation over rows.
+The value is the mean spread over rows, `std` its standard error over rows.
 
 The quantile levels run evenly from 5 % to 95 % by default (the range scikit-learn's partial
 dependence grids use), so a single extreme value does not set the sweep's width. For
@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from audit.forward import DEFAULT_CHUNK_BYTES, Job, copies_by_chunk
 from audit.gradients import TargetGradients, explained_classes, target_gradients
-from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -74,8 +74,8 @@ def compute_sensitivity_sweep(
     Returns
     -------
     Importance
-        ``values`` (n_features,) mean over rows of max - min across quantiles; ``std`` over rows
-        (ddof 1).
+        ``values`` (n_features,) mean over rows of max - min across quantiles; ``std`` its
+        standard error over rows.
 
     References
     ----------
@@ -112,7 +112,7 @@ def compute_sensitivity_sweep(
         method="sensitivity_sweep",
         feature_names=feature_names,
         values=spreads.mean(axis=1),
-        std=spreads.std(axis=1, ddof=1) if n_used > 1 else np.zeros(n_features),
+        std=standard_error(spreads.T),
         parameters={
             "n_rows": int(n_used),
             "n_quantiles": n_quantiles,
