@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from audit.forward import Predictor
-from audit.targets import OutputTarget, class_ids, scalar_output
+from audit.forward import DEFAULT_CHUNK_BYTES
+from audit.targets import OutputTarget, check_class_index, chosen_classes, scalar_output
 from audit.types import FloatArray
 
 _GRADIENT_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[OutputTarget, TargetGradients]] = (
@@ -37,6 +37,7 @@ def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int, points_per_row:
 
 def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradients:
     """The traced functions of (model, target), built once and shared by IG, saliency, ... (cached weakly)."""
+    check_class_index(model, target)
     per_target = _GRADIENT_CACHE.setdefault(model, {})
     if target not in per_target:
         per_target[target] = TargetGradients(model, target)
@@ -45,13 +46,7 @@ def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradient
 
 def explained_classes(model: keras.Model, inputs: Float32Array, target: OutputTarget) -> Int32Array:
     """The class each sample's explanation is about, chosen on the sample itself (audit/targets.py)."""
-    outputs = Predictor(model).predict(inputs)
-    return class_ids(outputs.reshape(model_output_shape(model, len(inputs))), target)
-
-
-def model_output_shape(model: keras.Model, n_samples: int) -> tuple[int, ...]:
-    """The output shape of `n_samples` samples, e.g. (n, 1), (n, n_classes) or (n, steps, classes)."""
-    return (n_samples, *(d or 1 for d in tuple(model.outputs[0].shape)[1:]))
+    return target_gradients(model, target).value_and_classes(inputs)[1]
 
 
 class TargetGradients:
@@ -65,11 +60,15 @@ class TargetGradients:
         x_spec = tf.TensorSpec((None, *input_shape), tf.float32)
         ids_spec = tf.TensorSpec((None, None), tf.int32)
         vector = tf.TensorSpec((None,), tf.float32)
+        self._forward_rows = rows_per_chunk(input_shape, DEFAULT_CHUNK_BYTES)
         self._value = tf.function(
             functools.partial(_value, model, target), input_signature=[x_spec, ids_spec]
         )
+        self._value_and_classes = tf.function(
+            functools.partial(_value_and_classes, model, target), input_signature=[x_spec]
+        )
         self._gradient = tf.function(
-            functools.partial(_value_and_gradient, model, target), input_signature=[x_spec, ids_spec]
+            functools.partial(_value_and_gradient, model, target), input_signature=[x_spec]
         )
         self._path = tf.function(
             functools.partial(_integrated_path, model, target),
@@ -77,12 +76,26 @@ class TargetGradients:
         )
 
     def value(self, X: Float32Array, ids: Int32Array) -> FloatArray:
-        """Target scalar per sample, shape (n_samples,)."""
-        return np.asarray(self._value(tf.constant(X), tf.constant(ids)).numpy(), dtype=np.float64)
+        """Target scalar per sample, shape (n_samples,), for the given classes."""
+        rows = self._forward_rows
+        values = [
+            self._value(tf.constant(X[s : s + rows]), tf.constant(ids[s : s + rows])).numpy()
+            for s in range(0, len(X), rows)
+        ]
+        return np.asarray(np.concatenate(values), dtype=np.float64)
 
-    def gradient(self, X: Float32Array, ids: Int32Array) -> tuple[FloatArray, FloatArray]:
-        """Target scalar (n,) and its gradient with respect to the input, shaped like X."""
-        value, gradient = self._gradient(tf.constant(X), tf.constant(ids))
+    def value_and_classes(self, X: Float32Array) -> tuple[FloatArray, Int32Array]:
+        """Target scalar per sample and the classes it was taken of, chosen on X (one forward pass)."""
+        rows = self._forward_rows
+        chunks = [self._value_and_classes(tf.constant(X[s : s + rows])) for s in range(0, len(X), rows)]
+        values = np.concatenate([value.numpy() for value, _ in chunks])
+        ids = np.concatenate([ids.numpy() for _, ids in chunks])
+        return np.asarray(values, np.float64), np.asarray(ids, np.int32)
+
+    def gradient(self, X: Float32Array) -> tuple[FloatArray, FloatArray]:
+        """Target scalar (n,) and its gradient with respect to the input, shaped like X; each
+        sample's class is chosen on the sample in the same forward pass."""
+        value, gradient = self._gradient(tf.constant(X))
         return np.asarray(value.numpy(), np.float64), np.asarray(gradient.numpy(), np.float64)
 
     def integrated(
@@ -108,12 +121,20 @@ def _value(model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tenso
     return scalar_output(model(x, training=False), ids, target)
 
 
+def _value_and_classes(model: keras.Model, target: OutputTarget, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    outputs = model(x, training=False)
+    ids = chosen_classes(outputs, target)
+    return scalar_output(outputs, ids, target), ids
+
+
 def _value_and_gradient(
-    model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor
+    model: keras.Model, target: OutputTarget, x: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
     with tf.GradientTape() as tape:
         tape.watch(x)
-        value = scalar_output(model(x, training=False), ids, target)
+        outputs = model(x, training=False)
+        ids = tf.stop_gradient(chosen_classes(outputs, target))
+        value = scalar_output(outputs, ids, target)
     # Samples do not interact in inference, so the gradient of the batch sum is per-sample.
     return value, tape.gradient(value, x)
 

@@ -10,7 +10,7 @@ sample. The rules, stored with every result as ``target``:
 - classification with one sigmoid unit (per step): the probability of the predicted class, i.e.
   p when p >= 0.5, else 1 - p; with ``class_index`` 1 it is p, with 0 it is 1 - p.
 
-The class of each sample is chosen once, on the sample itself, and kept fixed along an IG path.
+The class of each sample is chosen on the sample itself, and kept fixed along an IG path.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import numpy.typing as npt
 import tensorflow as tf
 
-from audit.types import AuditError, FloatArray, Task
+from audit.types import AuditError, Task
 
 
 @dataclass(frozen=True)
@@ -60,24 +59,24 @@ def output_activation(model: keras.Model) -> str:
     return "linear"
 
 
-def class_ids(outputs: FloatArray, target: OutputTarget) -> npt.NDArray[np.int32]:
-    """The class explained for each sample and output step, shape (n_samples, n_output_steps).
+def chosen_classes(outputs: tf.Tensor, target: OutputTarget) -> tf.Tensor:
+    """The class explained for each sample and output step, (n_samples, n_output_steps) int32.
 
-    `outputs` are the model outputs of the samples themselves, shape (n_samples, ...). For
-    regression the ids are unused and returned as zeros.
+    Computed in the graph from the outputs of the samples themselves, so gradient methods choose
+    the predicted class in the same forward pass they differentiate. Regression: zeros, unused.
     """
-    per_step = _per_step(np.asarray(outputs), target)
-    n_classes = per_step.shape[-1]
+    n = tf.shape(outputs)[0]
     if target.task is Task.REGRESSION:
-        return np.zeros(per_step.shape[:2], dtype=np.int32)
+        return tf.zeros((n, 1), tf.int32)
+    if target.activation == "sigmoid":
+        per_unit = tf.reshape(outputs, (n, -1))
+        if target.class_index is not None:
+            return tf.fill(tf.shape(per_unit), target.class_index)
+        return tf.cast(per_unit >= 0.5, tf.int32)
+    per_step = tf.reshape(outputs, (n, -1, tf.shape(outputs)[-1]))
     if target.class_index is not None:
-        limit = 2 if n_classes == 1 else n_classes
-        if not 0 <= target.class_index < limit:
-            raise AuditError(f"class_index {target.class_index} is outside the model's {limit} classes")
-        return np.full(per_step.shape[:2], target.class_index, dtype=np.int32)
-    if n_classes == 1:
-        return np.asarray(per_step[..., 0] >= 0.5, dtype=np.int32)
-    return np.asarray(np.argmax(per_step, axis=-1), dtype=np.int32)
+        return tf.fill(tf.shape(per_step)[:2], target.class_index)
+    return tf.argmax(per_step, axis=-1, output_type=tf.int32)
 
 
 def scalar_output(outputs: tf.Tensor, ids: tf.Tensor, target: OutputTarget) -> tf.Tensor:
@@ -97,15 +96,17 @@ def scalar_output(outputs: tf.Tensor, ids: tf.Tensor, target: OutputTarget) -> t
     return tf.reduce_mean(chosen, axis=1)
 
 
-def _per_step(outputs: FloatArray, target: OutputTarget) -> FloatArray:
-    """Outputs as (n_samples, n_output_steps, n_classes); every sigmoid unit is its own step."""
-    n = outputs.shape[0]
-    if target.activation == "sigmoid":
-        return np.asarray(outputs.reshape(n, -1, 1), dtype=np.float64)
-    return np.asarray(outputs.reshape(n, -1, outputs.shape[-1]), dtype=np.float64)
-
-
 def check_output_index(model: keras.Model, target: OutputTarget) -> None:
     n_outputs = int(np.prod([d or 1 for d in tuple(model.outputs[0].shape)[1:]]))
     if target.output_index is not None and not 0 <= target.output_index < n_outputs:
         raise AuditError(f"output_index {target.output_index} is outside the model's {n_outputs} outputs")
+
+
+def check_class_index(model: keras.Model, target: OutputTarget) -> None:
+    """Raise `AuditError` when `class_index` is not one of the model's classes."""
+    if target.class_index is None or target.task is Task.REGRESSION:
+        return
+    last = tuple(model.outputs[0].shape)[-1] or 1
+    n_classes = 2 if target.activation == "sigmoid" or last == 1 else last
+    if not 0 <= target.class_index < n_classes:
+        raise AuditError(f"class_index {target.class_index} is outside the model's {n_classes} classes")

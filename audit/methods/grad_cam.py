@@ -17,15 +17,16 @@ scales each to [0, 1] for display): raw maps stay comparable from week to week.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, explained_classes, rows_per_chunk
+from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
-from audit.targets import REGRESSION_TARGET, OutputTarget, scalar_output
+from audit.targets import REGRESSION_TARGET, OutputTarget, check_class_index, chosen_classes, scalar_output
 from audit.types import FloatArray, Importance
 
 ALL_FEATURES = "*"
@@ -58,14 +59,11 @@ def compute_grad_cam(
         raise MethodNotApplicable("grad_cam needs sequence input (n_samples, n_steps, n_features)")
     layer = _conv_layer(model, layer_name)
     inputs = X.astype(np.float32)
-    ids = explained_classes(model, inputs, target)
+    check_class_index(model, target)
     maps_of = _traced_maps(model, layer, target)
     rows = rows_per_chunk(inputs.shape[1:], chunk_bytes)
     maps = np.concatenate(
-        [
-            maps_of(tf.constant(inputs[s : s + rows]), tf.constant(ids[s : s + rows])).numpy()
-            for s in range(0, len(inputs), rows)
-        ]
+        [maps_of(tf.constant(inputs[s : s + rows])).numpy() for s in range(0, len(inputs), rows)]
     ).astype(np.float64)
     upsampled = upsample(maps, X.shape[1])
     return Importance(
@@ -108,22 +106,29 @@ def _conv_layer(model: keras.Model, layer_name: str | None) -> keras.layers.Laye
     return convolutions[-1]
 
 
+_MAPS_CACHE: weakref.WeakKeyDictionary[
+    keras.Model, dict[tuple[str, OutputTarget], Callable[[tf.Tensor], tf.Tensor]]
+] = weakref.WeakKeyDictionary()
+
+
 def _traced_maps(
     model: keras.Model, layer: keras.layers.Layer, target: OutputTarget
-) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """One traced function: the ReLU'd, channel-weighted activation map per sample, (n, t')."""
-    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-    input_shape = tuple(model.inputs[0].shape)[1:]
-    specs = [tf.TensorSpec((None, *input_shape), tf.float32), tf.TensorSpec((None, None), tf.int32)]
-    traced: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] = tf.function(
-        functools.partial(_maps, probe, target), input_signature=specs
-    )
-    return traced
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """One traced function per (model, layer, target), cached weakly: the ReLU'd, channel-weighted
+    activation map per sample, (n, t')."""
+    per_model = _MAPS_CACHE.setdefault(model, {})
+    key = (layer.name, target)
+    if key not in per_model:
+        probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+        spec = tf.TensorSpec((None, *tuple(model.inputs[0].shape)[1:]), tf.float32)
+        per_model[key] = tf.function(functools.partial(_maps, probe, target), input_signature=[spec])
+    return per_model[key]
 
 
-def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor) -> tf.Tensor:
     with tf.GradientTape() as tape:
         activations, outputs = probe(x, training=False)
+        ids = tf.stop_gradient(chosen_classes(outputs, target))  # each sample's class, chosen on it
         value = scalar_output(outputs, ids, target)
     gradients = tape.gradient(value, activations)  # (n, t', channels)
     weights = tf.reduce_mean(gradients, axis=1, keepdims=True)  # (n, 1, channels)

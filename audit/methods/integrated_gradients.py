@@ -26,7 +26,6 @@ import numpy as np
 from audit.gradients import (
     DEFAULT_GRADIENT_CHUNK_BYTES,
     TargetGradients,
-    explained_classes,
     rows_per_chunk,
     target_gradients,
 )
@@ -118,8 +117,8 @@ def compute_integrated_gradients(
     inputs = X.astype(np.float32)
     base = _baseline(inputs, baseline)
     gradients = target_gradients(model, target)
-    ids = explained_classes(model, inputs, target)
-    gap = gradients.value(inputs, ids) - gradients.value(base, ids)
+    at_inputs, ids = gradients.value_and_classes(inputs)  # the class of each sample, chosen on it
+    gap = at_inputs - gradients.value(base, ids)
     used = steps
     attributions, completeness = _attribute(gradients, inputs, base, ids, gap, used, rule, chunk_bytes)
     while completeness.median_relative > tolerance and used * 2 <= max_steps:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, explained_classes, rows_per_chunk, target_gradients
+from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk, target_gradients
 from audit.methods.base import (
     MethodContext,
     MethodNotApplicable,
@@ -38,12 +38,9 @@ def input_gradients(
 ) -> FloatArray:
     """dF/dx of the target scalar for every sample, shaped like X."""
     inputs = X.astype(np.float32)
-    ids = explained_classes(model, inputs, target)
     gradients = target_gradients(model, target)
     rows = rows_per_chunk(inputs.shape[1:], chunk_bytes)
-    return np.concatenate(
-        [gradients.gradient(inputs[s : s + rows], ids[s : s + rows])[1] for s in range(0, len(inputs), rows)]
-    )
+    return np.concatenate([gradients.gradient(inputs[s : s + rows])[1] for s in range(0, len(inputs), rows)])
 
 
 def compute_saliency(
