@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from pathlib import Path
 
-from audit.types import AuditError, DropConfig, Task
+from audit.types import DEFAULT_MAX_EVAL_SAMPLES, AuditError, DropConfig, NanPolicy, Task
 
-_KNOWN_KEYS = frozenset({"feature_names", "task", "target", "class_index", "output_index", "methods"})
+_KNOWN_KEYS = frozenset(
+    {
+        "feature_names",
+        "task",
+        "target",
+        "class_index",
+        "output_index",
+        "methods",
+        "nan_policy",
+        "max_eval_samples",
+    }
+)
 
 
 def read_drop_config(path: Path | None) -> DropConfig:
@@ -16,8 +28,11 @@ def read_drop_config(path: Path | None) -> DropConfig:
         return DropConfig()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise AuditError(f"{path}: not valid TOML ({error}); fix the file or remove it") from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise AuditError(f"{path}: not valid TOML ({reason}); fix the file or remove it") from error
+    except OSError as error:
+        raise AuditError(f"{path}: cannot read the file ({error.strerror or error})") from error
     unknown = sorted(set(raw) - _KNOWN_KEYS)
     if unknown:
         known = ", ".join(sorted(_KNOWN_KEYS))
@@ -29,14 +44,23 @@ def read_drop_config(path: Path | None) -> DropConfig:
         class_index=_index(path, "class_index", raw.get("class_index")),
         output_index=_index(path, "output_index", raw.get("output_index")),
         method_options=_method_options(path, raw.get("methods", {})),
+        nan_policy=_nan_policy(path, raw.get("nan_policy", NanPolicy.ERROR.value)),
+        max_eval_samples=_positive(
+            path, "max_eval_samples", raw.get("max_eval_samples", DEFAULT_MAX_EVAL_SAMPLES)
+        ),
     )
 
 
 def _feature_names(path: Path, value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise AuditError(f"{path}: feature_names must be a list of strings")
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise AuditError(f"{path}: feature_names must be a list of non-empty strings")
+    duplicates = sorted(name for name, count in Counter(value).items() if count > 1)
+    if duplicates:
+        raise AuditError(
+            f"{path}: duplicate feature_names {', '.join(duplicates)}; give every feature its own name"
+        )
     return tuple(value)
 
 
@@ -60,6 +84,19 @@ def _index(path: Path, key: str, value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AuditError(f"{path}: {key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _nan_policy(path: Path, value: object) -> NanPolicy:
+    if isinstance(value, str) and value in {policy.value for policy in NanPolicy}:
+        return NanPolicy(value)
+    choices = " or ".join(f'"{policy.value}"' for policy in NanPolicy)
+    raise AuditError(f"{path}: nan_policy = {value!r} is not one of {choices}")
+
+
+def _positive(path: Path, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AuditError(f"{path}: {key} must be a positive integer, got {value!r}")
     return value
 
 

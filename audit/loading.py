@@ -1,12 +1,20 @@
-"""Load a drop's Keras model safely and describe it.
+"""Load a drop's models safely and describe them.
 
-Loading uses Keras ``safe_mode``: a model file that embeds Python code (Lambda layers holding
-bytecode) is refused unless the caller trusts it. Models are loaded without their compile state, so
-an unknown custom loss in the file cannot stop an audit; data methods choose their loss by task.
+Formats (`audit.model_formats`): ``.keras``, whole-model ``.h5``, the Keras 2 pair
+``<name>_structure.json`` + ``<name>_weights.h5``, and SavedModel folders. Loading never runs code
+from a model file unless the caller trusts it (`audit.model_safety`): Keras ``safe_mode`` for
+``.keras``, the config inspected before anything is built for HDF5 and JSON, SavedModels only when
+trusted. A team's custom layers load once the modules that register them are named in
+``custom_modules``. Models are loaded without their compile state, so an unknown custom loss in the
+file cannot stop an audit; data methods choose their loss by task.
+
+A drop may hold several models (reseeded copies of one architecture); the primary one is audited,
+the others are loaded too and must have the same inputs, outputs and layers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,24 +22,42 @@ import keras
 import numpy as np
 
 from audit.config import read_drop_config
-from audit.eval_sample import file_sha256, load_eval_sample
+from audit.eval_sample import load_eval_sample
 from audit.forward import check_labels
+from audit.model_formats import model_content_hash
+from audit.model_readers import read_model
+from audit.model_safety import import_custom_modules
+from audit.saved_model import SavedModelLayer
 from audit.targets import OutputTarget, check_output_index, output_activation
 from audit.types import AuditError, Drop, DropConfig, EvalSample, ModelFacts, Task
 
 _CLASSIFIER_ACTIVATIONS = frozenset({"softmax", "sigmoid"})
 
 
-def load_model(path: Path, *, trust_model_code: bool = False) -> keras.Model:
-    """Load `path` (a ``.keras`` file) or raise `AuditError` with the reason and the fix."""
-    if not path.is_file():
+def load_model(
+    path: Path, *, trust_model_code: bool = False, custom_modules: Sequence[str] = ()
+) -> keras.Model:
+    """Load the model at `path` or raise `AuditError` with the reason and the fix.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.keras`` or ``.h5``/``.hdf5`` file, a ``<name>_structure.json`` (its
+        ``<name>_weights.h5`` beside it), or a SavedModel folder.
+    trust_model_code : bool
+        Allow code embedded in the file (Lambda layers, SavedModel graphs). Off by default.
+    custom_modules : sequence of str
+        Modules to import first, from the auditor's environment, so that the custom classes they
+        register with ``@keras.saving.register_keras_serializable`` can be loaded.
+    """
+    if path.is_symlink() and not path.exists():
+        raise AuditError(f"{path}: model file not found (a broken symlink)")
+    if not path.exists():
         raise AuditError(f"{path}: model file not found")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise AuditError(f"{path}: model file is empty (0 bytes); re-save the model")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=not trust_model_code)
-    except Exception as error:  # Keras raises ValueError, OSError, zipfile errors, TypeError...
-        raise AuditError(_load_error_message(path, error, trust_model_code)) from error
+    import_custom_modules(custom_modules)
+    model = read_model(path, trust_model_code=trust_model_code)
     if not isinstance(model, keras.Model):
         raise AuditError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     if len(model.inputs) != 1:
@@ -41,14 +67,43 @@ def load_model(path: Path, *, trust_model_code: bool = False) -> keras.Model:
     return model
 
 
-def _load_error_message(path: Path, error: Exception, trust_model_code: bool) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    if not trust_model_code and ("safe_mode" in text or "arbitrary code" in text):
-        return (
-            f"{path}: the model embeds Python code (e.g. a Lambda layer), which is not run by default; "
-            "if you trust this file, pass --trust-model-code"
+def check_same_architecture(first: tuple[Path, keras.Model], other: tuple[Path, keras.Model]) -> None:
+    """Raise `AuditError` unless two models of one drop are copies of one architecture.
+
+    Copies (e.g. retrained with other seeds) have the same input and output shapes and, when both
+    are made of Keras layers, the same layer types and weight shapes, in order.
+    """
+    (path_a, model_a), (path_b, model_b) = first, other
+    difference = _architecture_difference(model_a, model_b)
+    if difference is not None:
+        raise AuditError(
+            f"{path_a.parent}: {path_a.name} and {path_b.name} are different models ({difference}); "
+            "a drop holds one model, or reseeded copies of one architecture"
         )
-    return f"{path}: cannot load the model ({text[:300]}); check the file is a complete .keras save"
+
+
+def _architecture_difference(a: keras.Model, b: keras.Model) -> str | None:
+    for what, shape_a, shape_b in (
+        ("input", a.inputs[0].shape, b.inputs[0].shape),
+        ("output", a.outputs[0].shape, b.outputs[0].shape),
+    ):
+        if tuple(shape_a)[1:] != tuple(shape_b)[1:]:
+            return f"{what} shapes {tuple(shape_a)[1:]} and {tuple(shape_b)[1:]}"
+    layers_a, layers_b = _layer_signature(a), _layer_signature(b)
+    if layers_a is not None and layers_b is not None and layers_a != layers_b:
+        return "their layers or weight shapes differ"
+    return None
+
+
+def _layer_signature(model: keras.Model) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] | None:
+    """(layer type, weight shapes) of every layer; None for a wrapped SavedModel (no Keras layers)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if any(isinstance(layer, SavedModelLayer) for layer in layers):
+        return None
+    return tuple(
+        (type(layer).__name__, tuple(tuple(int(d) for d in w.shape) for w in layer.weights))
+        for layer in layers
+    )
 
 
 def infer_task(model: keras.Model, config: DropConfig) -> Task:
@@ -59,10 +114,13 @@ def infer_task(model: keras.Model, config: DropConfig) -> Task:
 
 
 def describe_model(model: keras.Model, path: Path, task: Task) -> ModelFacts:
-    """The facts recorded with every audit: file hash, shapes, parameter count, task."""
+    """The facts recorded with every audit: content hash, shapes, parameter count, task.
+
+    The hash covers every file of the model: both files of a JSON pair, all of a SavedModel folder.
+    """
     return ModelFacts(
         path=path,
-        content_hash=file_sha256(path),
+        content_hash=model_content_hash(path),
         input_shape=tuple(model.inputs[0].shape),
         output_shape=tuple(model.outputs[0].shape),
         n_parameters=int(model.count_params()),
@@ -108,12 +166,25 @@ class LoadedDrop:
     feature_names: tuple[str, ...]
     config: DropConfig
     target: OutputTarget
+    #: The drop's other models (`Drop.model_paths` after the primary), same architecture as `model`.
+    copies: tuple[keras.Model, ...] = ()
 
 
-def load_drop(drop: Drop, *, trust_model_code: bool = False) -> LoadedDrop:
-    """Read everything a drop holds and check it fits together; raises `AuditError` otherwise."""
+def load_drop(
+    drop: Drop, *, trust_model_code: bool = False, custom_modules: Sequence[str] = ()
+) -> LoadedDrop:
+    """Read everything a drop holds and check it fits together; raises `AuditError` otherwise.
+
+    Every model of the drop is loaded (see `load_model` for the options); the copies must have the
+    primary model's architecture.
+    """
     config = read_drop_config(drop.config_path)
-    model = load_model(drop.model_path, trust_model_code=trust_model_code)
+    model = load_model(drop.model_path, trust_model_code=trust_model_code, custom_modules=custom_modules)
+    copies = []
+    for path in drop.model_paths[1:]:
+        copy = load_model(path, trust_model_code=trust_model_code, custom_modules=custom_modules)
+        check_same_architecture((drop.model_path, model), (path, copy))
+        copies.append(copy)
     task = infer_task(model, config)
     target = OutputTarget(
         task=task,
@@ -136,6 +207,7 @@ def load_drop(drop: Drop, *, trust_model_code: bool = False) -> LoadedDrop:
         feature_names=feature_names,
         config=config,
         target=target,
+        copies=tuple(copies),
     )
 
 

@@ -1,24 +1,40 @@
 """Find the drops of a registry: one folder per retrain, named by its date.
 
-Contract (README, "The registry"): ``<registry>/<YYYY-MM-DD or YYYYMMDD>/model.keras`` with an
-optional ``eval.npz`` / ``eval.csv`` / ``eval.parquet`` and an optional ``audit.toml``. Anything else
-is reported as a skipped folder with its reason, never dropped silently.
+Contract (README, "The registry contract"): ``<registry>/<YYYY-MM-DD or YYYYMMDD>/`` holding one
+or more models (`audit.model_formats`: ``model.keras``, ``model.h5``, the Keras 2 pair
+``<name>_structure.json`` + ``<name>_weights.h5``, a SavedModel folder), an optional ``eval.npz`` /
+``eval.csv`` / ``eval.parquet`` and an optional ``audit.toml``. Anything not used is reported as
+skipped with its reason, never dropped silently.
+
+The registry is the only place files are read from: symlinks that lead out of it (a drop folder,
+a model file, a file inside a SavedModel folder, an eval file, ``audit.toml``) are skipped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from audit.model_formats import (
+    ACCEPTED,
+    KERAS3_WEIGHTS_SUFFIX,
+    WEIGHTS_SUFFIX,
+    ModelFormat,
+    model_format,
+    primary_first,
+    structure_file,
+    weights_file,
+)
 from audit.types import AuditError, Drop, SkippedFolder
 
-MODEL_FILE = "model.keras"
 EVAL_FILES = ("eval.npz", "eval.csv", "eval.parquet")
 CONFIG_FILE = "audit.toml"
 
 _DATE_NAME = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+_OUTSIDE = "symlink that leads out of the registry"
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,8 @@ def discover_drops(registry: Path) -> RegistryListing:
     """List the drops of `registry`, oldest first.
 
     Folders whose names are not dates, date folders without a model, symlinks that lead out of the
-    registry, and a second folder for a date already seen are returned in `skipped` with a reason.
+    registry, and a second folder for a date already seen are returned in `skipped` with a reason;
+    so are the files of a drop that are not used (a symlink out of the registry, half a pair).
     """
     if not registry.exists():
         raise AuditError(f"registry {registry} does not exist; pass the folder that holds the drops")
@@ -55,7 +72,8 @@ def discover_drops(registry: Path) -> RegistryListing:
     drops: dict[dt.date, Drop] = {}
     skipped: list[SkippedFolder] = []
     for entry in sorted(registry.iterdir()):
-        outcome = _read_entry(entry, root)
+        outcome, skipped_files = _read_entry(entry, root)
+        skipped.extend(skipped_files)
         if isinstance(outcome, SkippedFolder):
             skipped.append(outcome)
         elif outcome.week in drops:
@@ -67,25 +85,86 @@ def discover_drops(registry: Path) -> RegistryListing:
     return RegistryListing(drops=ordered, skipped=tuple(skipped))
 
 
-def _read_entry(entry: Path, root: Path) -> Drop | SkippedFolder:
+def _read_entry(entry: Path, root: Path) -> tuple[Drop | SkippedFolder, list[SkippedFolder]]:
+    """The drop in `entry` (or why it is not one), and the files of the drop that are not used."""
     if entry.name.startswith("."):
-        return SkippedFolder(entry, "hidden entry")
+        return SkippedFolder(entry, "hidden entry"), []
     if not entry.is_dir():
-        return SkippedFolder(entry, "not a folder")
+        return SkippedFolder(entry, "not a folder"), []
     if entry.is_symlink() and not entry.resolve().is_relative_to(root):
-        return SkippedFolder(entry, "symlink that leads out of the registry")
+        return SkippedFolder(entry, _OUTSIDE), []
     week = parse_drop_date(entry.name)
     if week is None:
-        return SkippedFolder(entry, "folder name is not a date (YYYY-MM-DD or YYYYMMDD)")
-    model_path = entry / MODEL_FILE
-    if not model_path.is_file():
-        return SkippedFolder(entry, f"no {MODEL_FILE} in the drop")
-    eval_paths = tuple(entry / name for name in EVAL_FILES if (entry / name).is_file())
-    config_path = entry / CONFIG_FILE
-    return Drop(
+        return SkippedFolder(entry, "folder name is not a date (YYYY-MM-DD or YYYYMMDD)"), []
+    models, skipped = _find_models(entry, root)
+    if not models:
+        found = f"{skipped[0].path.name}: {skipped[0].reason}; " if skipped else ""
+        return SkippedFolder(entry, f"no model in the drop ({found}expected {ACCEPTED})"), []
+    eval_paths = tuple(path for name in EVAL_FILES if (path := _inside(entry / name, root, skipped)))
+    config_path = _inside(entry / CONFIG_FILE, root, skipped)
+    ordered = primary_first(models)
+    drop = Drop(
         week=week,
         path=entry,
-        model_path=model_path,
+        model_path=ordered[0],
         eval_paths=eval_paths,
-        config_path=config_path if config_path.is_file() else None,
+        config_path=config_path,
+        model_paths=ordered,
     )
+    return drop, skipped
+
+
+def _inside(path: Path, root: Path, skipped: list[SkippedFolder]) -> Path | None:
+    """`path` when it is a file inside the registry; a symlink out of it is added to `skipped`."""
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        skipped.append(SkippedFolder(path, _OUTSIDE))
+        return None
+    return path if path.is_file() else None
+
+
+def _find_models(folder: Path, root: Path) -> tuple[list[Path], list[SkippedFolder]]:
+    """The models in a drop folder, and the model-like files that cannot be used, with why."""
+    models: list[Path] = []
+    skipped: list[SkippedFolder] = []
+    for item in sorted(folder.iterdir()):
+        if item.name.startswith("."):
+            continue
+        form = model_format(item)
+        problem = _not_a_model(item) if form is None else _model_problem(item, form, root)
+        if problem is not None:
+            skipped.append(SkippedFolder(item, problem))
+        elif form is not None:
+            models.append(item)
+    return models, skipped
+
+
+def _not_a_model(item: Path) -> str | None:
+    """Why a file that looks like part of a model is not one; None for files that are not models."""
+    if item.name.endswith(KERAS3_WEIGHTS_SUFFIX):
+        return "weights only (Keras 3 save_weights), no architecture; ship the model as model.keras"
+    if item.name.endswith(WEIGHTS_SUFFIX) and not structure_file(item).exists():
+        return f"weights without {structure_file(item).name} (the model.to_json() half of the pair)"
+    return None
+
+
+def _model_problem(item: Path, form: ModelFormat, root: Path) -> str | None:
+    if form is not ModelFormat.SAVED_MODEL and not item.is_file():
+        return "not a file"
+    if form is ModelFormat.KERAS2_JSON and not weights_file(item).is_file():
+        return f"no {weights_file(item).name} beside it (the model.save_weights() half of the pair)"
+    files = [item, weights_file(item)] if form is ModelFormat.KERAS2_JSON else [item]
+    if form is ModelFormat.SAVED_MODEL:
+        files.extend(_tree(item))
+    for file in files:
+        if file.is_symlink() and not file.resolve().is_relative_to(root):
+            where = "" if file == item else f"{file.relative_to(item.parent)} is a "
+            return f"{where}{_OUTSIDE}"
+    return None
+
+
+def _tree(folder: Path) -> list[Path]:
+    """Every entry under `folder`, without following symlinks (they are checked, not entered)."""
+    entries: list[Path] = []
+    for directory, folders, files in os.walk(folder, followlinks=False):
+        entries.extend(Path(directory) / name for name in (*folders, *files))
+    return entries

@@ -34,6 +34,19 @@ class Task(StrEnum):
     CLASSIFICATION = "classification"
 
 
+class NanPolicy(StrEnum):
+    """What to do with eval-sample rows holding NaN or inf in X or y (``nan_policy`` in audit.toml)."""
+
+    #: Refuse the eval sample, naming the file and how many rows are bad (the default).
+    ERROR = "error"
+    #: Drop those rows; the count is logged, stored with the run and shown in the report.
+    DROP = "drop"
+
+
+#: Default cap on the rows of an eval sample (``max_eval_samples`` in audit.toml).
+DEFAULT_MAX_EVAL_SAMPLES = 20_000
+
+
 class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -54,15 +67,24 @@ class Drop:
 
     week: dt.date
     path: Path
+    #: The primary model (see README, registry contract): the one audited and stored.
     model_path: Path
     #: Every eval.* file found; loading insists on at most one.
     eval_paths: tuple[Path, ...]
     config_path: Path | None
+    #: Every model of the drop, the primary first (e.g. reseeded copies); ``(model_path,)`` by default.
+    model_paths: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.model_paths:
+            object.__setattr__(self, "model_paths", (self.model_path,))
+        elif self.model_paths[0] != self.model_path:
+            raise ValueError(f"model_paths must start with the primary model {self.model_path}")
 
 
 @dataclass(frozen=True)
 class SkippedFolder:
-    """A registry entry that is not a drop, and why (reported as a warning, never silently dropped)."""
+    """A registry entry that is not a drop, or a file of a drop that is not used, and why (a warning)."""
 
     path: Path
     reason: str
@@ -79,6 +101,10 @@ class DropConfig:
     output_index: int | None = None
     #: ``[methods.<name>]`` tables: options passed to that method (e.g. n_repeats = 10).
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    #: Rows of the eval sample with NaN/inf in X or y: an error (default) or dropped and counted.
+    nan_policy: NanPolicy = NanPolicy.ERROR
+    #: Larger eval samples are subsampled to this many rows, reproducibly (seeded by the drop date).
+    max_eval_samples: int = DEFAULT_MAX_EVAL_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -94,10 +120,26 @@ class EvalSample:
     feature_names: tuple[str, ...]
     source: Path
     content_hash: str
+    #: Rows in the file, before NaN/inf rows were dropped and the sample was capped (None: n_samples).
+    n_rows_in_file: int | None = None
+    #: Rows dropped because X or y held NaN or inf (``nan_policy = "drop"``).
+    n_dropped_rows: int = 0
+    #: Seed of the subsample drawn when more than ``max_eval_samples`` rows were usable, else None.
+    sampling_seed: int | None = None
 
     @property
     def n_samples(self) -> int:
+        """Rows used by the audit (after dropping and capping)."""
         return int(self.X.shape[0])
+
+    @property
+    def n_rows_read(self) -> int:
+        """Rows in the file, before dropping and capping."""
+        return self.n_samples if self.n_rows_in_file is None else self.n_rows_in_file
+
+    @property
+    def is_subsampled(self) -> bool:
+        return self.sampling_seed is not None
 
     @property
     def is_sequence(self) -> bool:
@@ -250,6 +292,11 @@ class AuditSummary:
     n_eval_samples: int | None
     eval_source: str | None
     outcomes: tuple[MethodOutcome, ...]
+    #: How the eval sample was read (None when unknown or no sample): rows in the file, rows
+    #: dropped for NaN/inf, and the seed of the subsample when it was capped.
+    n_eval_rows_in_file: int | None = None
+    n_eval_rows_dropped: int | None = None
+    eval_sampling_seed: int | None = None
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:

@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow model files that embed Python code (Lambda layers); off by default",
     )
+    run.add_argument(
+        "--custom-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="importable module that registers custom layers (repeatable); imported before loading",
+    )
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="build the Beijing PM2.5 demo registry and audit it")
@@ -107,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         methods=args.methods,
         random_state=args.seed,
         trust_model_code=args.trust_model_code,
+        custom_modules=args.custom_module,
     )
 
 
@@ -130,6 +138,7 @@ def _audit(
     methods: list[str] | None = None,
     random_state: int = 0,
     trust_model_code: bool = False,
+    custom_modules: list[str] | None = None,
 ) -> int:
     from flows.weekly_audit import AuditResult, one_line, weekly_audit
 
@@ -142,6 +151,7 @@ def _audit(
         methods=methods,
         random_state=random_state,
         trust_model_code=trust_model_code,
+        custom_modules=custom_modules,
         return_state=True,
     )
     result = state.result(raise_on_failure=False)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit.compare import compare_audits
+from audit.eval_sample import describe_rows
 from audit.loading import LoadedDrop, load_drop
 from audit.registry import RegistryListing, discover_drops
 from audit.runner import run_method, select_methods
@@ -79,10 +80,14 @@ def start_run_task(db_url: str, model_name: str, drop: Drop, flow_run_id: str | 
 
 
 @task(name="load", cache_policy=NO_CACHE)
-def load_task(drop: Drop, trust_model_code: bool) -> LoadedDrop:
-    loaded = load_drop(drop, trust_model_code=trust_model_code)
-    n_samples = "no eval sample" if loaded.sample is None else f"{loaded.sample.n_samples} eval samples"
-    get_run_logger().info(
+def load_task(drop: Drop, trust_model_code: bool, custom_modules: tuple[str, ...]) -> LoadedDrop:
+    loaded = load_drop(drop, trust_model_code=trust_model_code, custom_modules=custom_modules)
+    sample = loaded.sample
+    n_samples = "no eval sample" if sample is None else describe_rows(sample)
+    logger = get_run_logger()
+    # Dropped NaN/inf rows change what the figures describe: a warning, not an info line.
+    log = logger.warning if sample is not None and sample.n_dropped_rows else logger.info
+    log(
         "%s: %s, %d parameters, input %s, %s",
         drop.week,
         drop.model_path.name,
@@ -121,6 +126,9 @@ def store_task(db_url: str, run_id: int, loaded: LoadedDrop, outcomes: tuple[Met
             eval_source=None if sample is None else str(sample.source),
             eval_hash=None if sample is None else sample.content_hash,
             n_eval_samples=None if sample is None else sample.n_samples,
+            n_eval_rows_in_file=None if sample is None else sample.n_rows_read,
+            n_eval_rows_dropped=None if sample is None else sample.n_dropped_rows,
+            eval_sampling_seed=None if sample is None else sample.sampling_seed,
         )
 
 

@@ -35,6 +35,16 @@ DEFAULT_OUT_DIR = "drift-audit-output"
 
 
 @dataclass(frozen=True)
+class DropSettings:
+    """How every drop of a run is loaded and audited."""
+
+    methods: list[str] | None
+    random_state: int
+    trust_model_code: bool
+    custom_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """What a successful flow run did: the weeks it audited and the report it wrote."""
 
@@ -63,6 +73,7 @@ def weekly_audit(
     methods: list[str] | None = None,
     random_state: int = 0,
     trust_model_code: bool = False,
+    custom_modules: list[str] | None = None,
 ) -> AuditResult | State:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
@@ -76,6 +87,7 @@ def weekly_audit(
     methods : method names to run (default: all registered).
     random_state : seed of every randomised method.
     trust_model_code : allow model files that embed Python code (Keras safe_mode off).
+    custom_modules : importable modules that register a team's custom layers, imported before loading.
     """
     registry_path = Path(registry)
     db = db_url or default_db_url(out_dir)
@@ -83,11 +95,12 @@ def weekly_audit(
     upgrade_database_task(db)
     listing = discover_task(registry_path)
     pending = plan_task(db, name, listing, week)
+    settings = DropSettings(methods, random_state, trust_model_code, tuple(custom_modules or ()))
     failures: list[str] = []
     audited: list[dt.date] = []
     latest_input: ReportInput | None = None
     for drop in pending:
-        failure = _audit_drop(db, name, drop, methods, random_state, trust_model_code)
+        failure = _audit_drop(db, name, drop, settings)
         if failure is not None:
             failures.append(f"{drop.week.isoformat()}: {failure}")
             continue
@@ -99,14 +112,12 @@ def weekly_audit(
     return AuditResult(audited_weeks=tuple(audited), report_path=report_path)
 
 
-def _audit_drop(
-    db: str, name: str, drop: Drop, methods: list[str] | None, random_state: int, trust_model_code: bool
-) -> str | None:
+def _audit_drop(db: str, name: str, drop: Drop, settings: DropSettings) -> str | None:
     """Audit one drop; returns None on success, else the one-line error (also stored with the run)."""
     run_id = start_run_task(db, name, drop, flow_run.id)
     try:
-        loaded = load_task(drop, trust_model_code)
-        outcomes = compute_task(loaded, methods, random_state)
+        loaded = load_task(drop, settings.trust_model_code, settings.custom_modules)
+        outcomes = compute_task(loaded, settings.methods, settings.random_state)
         store_task(db, run_id, loaded, outcomes)
     except Exception as error:  # recorded with the run and reported by the flow's final state
         message = one_line(error)

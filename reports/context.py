@@ -120,6 +120,8 @@ class ReportContext:
     task: str
     n_eval_samples: int | None
     eval_source: str | None
+    #: Why the sample has fewer rows than its file, e.g. "3 rows with NaN/inf dropped", or None.
+    eval_note: str | None
     timings: tuple[Timing, ...]
 
 
@@ -171,10 +173,22 @@ def build_context(report_input: ReportInput, *, top_n: int = 30, movers: int = 1
         task=str(model.task),
         n_eval_samples=current.n_eval_samples,
         eval_source=current.eval_source,
+        eval_note=_eval_note(current),
         timings=tuple(
             Timing(method=o.method, status=str(o.status), seconds=o.seconds) for o in current.outcomes
         ),
     )
+
+
+def _eval_note(summary: AuditSummary) -> str | None:
+    """Why fewer rows were audited than the eval file holds (dropped NaN/inf rows, a capped sample)."""
+    notes = []
+    if summary.n_eval_rows_dropped:
+        notes.append(f"{summary.n_eval_rows_dropped} rows with NaN/inf dropped")
+    if summary.eval_sampling_seed is not None:
+        seed = summary.eval_sampling_seed
+        notes.append(f"sampled from {summary.n_eval_rows_in_file} rows (max_eval_samples, seed {seed})")
+    return "; ".join(notes) or None
 
 
 def _has_result(outcome: MethodOutcome) -> bool:

@@ -92,6 +92,11 @@ class AuditRun(Base):
     eval_source: Mapped[str | None] = mapped_column(Text)
     eval_hash: Mapped[str | None] = mapped_column(String(64))
     n_eval_samples: Mapped[int | None]
+    #: Rows in the eval file before NaN/inf rows were dropped and the sample capped.
+    n_eval_rows_in_file: Mapped[int | None]
+    n_eval_rows_dropped: Mapped[int | None]
+    #: Seed of the subsample when the file held more than max_eval_samples usable rows.
+    eval_sampling_seed: Mapped[int | None]
     report_path: Mapped[str | None] = mapped_column(Text)
 
     drop: Mapped[ModelDrop] = relationship(back_populates="runs")

@@ -67,6 +67,9 @@ def record_success(
     eval_source: str | None,
     eval_hash: str | None,
     n_eval_samples: int | None,
+    n_eval_rows_in_file: int | None = None,
+    n_eval_rows_dropped: int | None = None,
+    eval_sampling_seed: int | None = None,
 ) -> None:
     """Store a finished audit's figures and make them the drop's current ones.
 
@@ -97,6 +100,9 @@ def record_success(
     run.eval_source = eval_source
     run.eval_hash = eval_hash
     run.n_eval_samples = n_eval_samples
+    run.n_eval_rows_in_file = n_eval_rows_in_file
+    run.n_eval_rows_dropped = n_eval_rows_dropped
+    run.eval_sampling_seed = eval_sampling_seed
     run.status = RunStatus.SUCCEEDED.value
     run.finished_at = utc_now()
 
@@ -251,6 +257,9 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
         ),
         n_eval_samples=run.n_eval_samples,
         eval_source=run.eval_source,
+        n_eval_rows_in_file=run.n_eval_rows_in_file,
+        n_eval_rows_dropped=run.n_eval_rows_dropped,
+        eval_sampling_seed=run.eval_sampling_seed,
         outcomes=outcomes,
     )
 

@@ -137,3 +137,31 @@ def test_lambda_models_are_refused_unless_trusted(tmp_path: Path, capsys: pytest
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "embeds Python code" in last and "--trust-model-code" in last
     assert main(["run", "--registry", str(registry), "--out", str(out), "--trust-model-code"]) == 0
+
+
+def test_custom_module_is_imported_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import keras
+
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "drift_team_layers.py").write_text(
+        "import keras\n\n"
+        "@keras.saving.register_keras_serializable(package='drift_team')\n"
+        "class Doubler(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return 2 * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+    import drift_team_layers  # registers Doubler, as a team's own package would
+
+    model = keras.Sequential([keras.Input((2,)), drift_team_layers.Doubler(), keras.layers.Dense(1)])
+    registry = tmp_path / "registry"
+    write_drop(registry, WEEKS[0], model, X=np.ones((4, 2)), feature_names=["a", "b"])
+    del sys.modules["drift_team_layers"]
+    args = ["run", "--registry", str(registry), "--out", str(tmp_path / "out"), "--methods", "weight_sum"]
+    assert main([*args, "--custom-module", "drift_team_layers"]) == 0
+    assert "drift_team_layers" in sys.modules  # imported by the loader, from the auditor's environment
+    assert capsys.readouterr().out.strip().endswith("report.html")
