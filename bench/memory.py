@@ -44,13 +44,40 @@ def status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def patch_budgets(forward_bytes: int) -> None:
+    """What-if: forward calls of `forward_bytes` of input and gradient calls of a quarter of that.
+
+    Patches the module constants and the ``chunk_bytes`` defaults of every audit function that
+    has one, so every model call of every method is smaller (audit/ itself is not edited).
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import audit.methods
+    from audit import forward, gradients
+
+    new_budget = {
+        forward.DEFAULT_CHUNK_BYTES: forward_bytes,
+        gradients.DEFAULT_GRADIENT_CHUNK_BYTES: forward_bytes // 4,
+    }
+    names = [f"audit.methods.{info.name}" for info in pkgutil.iter_modules(audit.methods.__path__)]
+    for module in [forward, gradients, *(importlib.import_module(name) for name in names)]:
+        for constant in ("DEFAULT_CHUNK_BYTES", "DEFAULT_GRADIENT_CHUNK_BYTES"):
+            if hasattr(module, constant):
+                setattr(module, constant, new_budget[getattr(module, constant)])
+        for _, function in inspect.getmembers(module, inspect.isfunction):
+            defaults = function.__kwdefaults__ or {}
+            if defaults.get("chunk_bytes") in new_budget:
+                function.__kwdefaults__ = {**defaults, "chunk_bytes": new_budget[defaults["chunk_bytes"]]}
+
+
 def child(method: str, samples: int, model_path: Path, forward_chunk_mib: float | None) -> dict[str, Any]:
-    from audit import forward
     from audit.methods import MethodContext, registered_methods
     from audit.targets import REGRESSION_TARGET
 
-    if forward_chunk_mib is not None:  # what-if: a smaller budget per forward call (read at call time)
-        forward.DEFAULT_CHUNK_BYTES = int(forward_chunk_mib * 2**20)
+    if forward_chunk_mib is not None:
+        patch_budgets(int(forward_chunk_mib * 2**20))
 
     spec = registered_methods()[method]
     model = load_model(model_path)
@@ -83,7 +110,7 @@ def main() -> None:
     parser.add_argument(
         "--forward-chunk-mib",
         type=float,
-        help="what-if: patch audit.forward.DEFAULT_CHUNK_BYTES (the input bytes per model call) in the child",
+        help="what-if: forward calls of this many MiB of input, gradient calls of a quarter",
     )
     args = parser.parse_args()
     model_path = RESULTS / "models" / "a.keras"

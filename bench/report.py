@@ -45,10 +45,15 @@ def machine_section(found: dict[str, dict[str, Any]]) -> list[str]:
     first = next(iter(found.values()))["machine"]
     loads = {name: data["machine"].get("load_average_at_write", ["?"])[0] for name, data in found.items()}
     load_text = ", ".join(f"{name} {value:.1f}" for name, value in loads.items() if isinstance(value, float))
+    code = first.get("audit_code", {})
+    code_text = ""
+    if code:
+        state = "with uncommitted changes" if code.get("audit_differs_from_commit") else "as committed"
+        code_text = f" audit/ at commit {code['commit']} ({state}; files digest {code['digest']})."
     return [
         f"Machine: {first['cores']} cores, {first['cpu']}; Python {first['python']}, TensorFlow "
         f"{first['tensorflow']}, Keras {first['keras']}, NumPy {first['numpy']}. "
-        f"1-minute load average when each result was written: {load_text}.",
+        f"1-minute load average when each result was written: {load_text}.{code_text}",
         "",
     ]
 
@@ -301,7 +306,9 @@ def memory_section(data: dict[str, Any]) -> tuple[list[str], list[tuple[str, boo
         "",
         *table(header, rows),
         "",
-        f"Options that only bound the run time: {json.dumps(data['options'])}.",
+        "Options that only bound the run time: "
+        + json.dumps({name: value for name, value in data["options"].items() if name in by_method})
+        + ".",
         "",
     ]
     return lines, verdicts
