@@ -14,7 +14,17 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from audit.forward import DEFAULT_CHUNK_BYTES
+from audit.forward import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_ROWS_PER_CALL,
+    Copies,
+    as_float32,
+    assemble_copies,
+    copies_specs,
+    input_spec,
+    row_chunks,
+    rows_per_call,
+)
 from audit.targets import OutputTarget, check_class_index, chosen_classes, scalar_output
 from audit.types import FloatArray
 
@@ -22,17 +32,23 @@ _GRADIENT_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[OutputTarget, Targe
     weakref.WeakKeyDictionary()
 )
 
-#: Memory budget for one chunk of path points (model inputs), in bytes. Activations kept for the
-#: backward pass are several times larger, so this stays well below the machine's memory.
+#: Memory budget for the model input of one gradient call (IG: its path points), in bytes.
+#: Activations kept for the backward pass are several times larger, so this stays well below the
+#: forward budget; rows per call are capped at `MAX_GRADIENT_ROWS_PER_CALL` as well.
 DEFAULT_GRADIENT_CHUNK_BYTES = 16 * 1024 * 1024
+#: Cap on the model inputs (rows, or IG path points) of one gradient call.
+MAX_GRADIENT_ROWS_PER_CALL = MAX_ROWS_PER_CALL
 Float32Array = npt.NDArray[np.float32]
 Int32Array = npt.NDArray[np.int32]
+AnyFloatArray = npt.NDArray[np.floating]
 
 
 def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int, points_per_row: int = 1) -> int:
-    """How many samples fit a chunk when each becomes `points_per_row` model inputs."""
+    """How many samples fit one gradient call when each becomes `points_per_row` model inputs:
+    their float32 inputs within `chunk_bytes`, at most `MAX_GRADIENT_ROWS_PER_CALL` inputs (and
+    at least one sample)."""
     row_bytes = max(1, int(np.prod(row_shape)) * 4 * points_per_row)
-    return max(1, chunk_bytes // row_bytes)
+    return max(1, min(chunk_bytes // row_bytes, MAX_GRADIENT_ROWS_PER_CALL // max(1, points_per_row)))
 
 
 def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradients:
@@ -44,7 +60,7 @@ def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradient
     return per_target[target]
 
 
-def explained_classes(model: keras.Model, inputs: Float32Array, target: OutputTarget) -> Int32Array:
+def explained_classes(model: keras.Model, inputs: AnyFloatArray, target: OutputTarget) -> Int32Array:
     """The class each sample's explanation is about, chosen on the sample itself (audit/targets.py)."""
     return target_gradients(model, target).value_and_classes(inputs)[1]
 
@@ -52,20 +68,24 @@ def explained_classes(model: keras.Model, inputs: Float32Array, target: OutputTa
 class TargetGradients:
     """Value and input gradient of the target scalar, and integrated gradients along straight paths.
 
-    Build it through `target_gradients` so that every method reuses one trace per model.
+    Build it through `target_gradients` so that every method reuses one trace per model. Inputs
+    may be any float array (typically float64 chunks of the caller's X); each call converts only
+    the rows it sends to float32.
     """
 
     def __init__(self, model: keras.Model, target: OutputTarget) -> None:
-        input_shape = tuple(model.inputs[0].shape)[1:]
-        x_spec = tf.TensorSpec((None, *input_shape), tf.float32)
+        x_spec = input_spec(model)
         ids_spec = tf.TensorSpec((None, None), tf.int32)
         vector = tf.TensorSpec((None,), tf.float32)
-        self._forward_rows = rows_per_chunk(input_shape, DEFAULT_CHUNK_BYTES)
         self._value = tf.function(
             functools.partial(_value, model, target), input_signature=[x_spec, ids_spec]
         )
         self._value_and_classes = tf.function(
             functools.partial(_value_and_classes, model, target), input_signature=[x_spec]
+        )
+        self._value_of_copies = tf.function(
+            functools.partial(_value_of_copies, model, target),
+            input_signature=[*copies_specs(model), ids_spec],
         )
         self._gradient = tf.function(
             functools.partial(_value_and_gradient, model, target), input_signature=[x_spec]
@@ -75,41 +95,53 @@ class TargetGradients:
             input_signature=[x_spec, x_spec, ids_spec, vector, vector],
         )
 
-    def value(self, X: Float32Array, ids: Int32Array) -> FloatArray:
+    @staticmethod
+    def forward_rows(X: AnyFloatArray) -> int:
+        """Rows of one forward call (`value`, `value_and_classes`) for samples shaped like X's."""
+        return rows_per_call(tuple(X.shape[1:]), DEFAULT_CHUNK_BYTES)
+
+    def value(self, X: AnyFloatArray, ids: Int32Array) -> FloatArray:
         """Target scalar per sample, shape (n_samples,), for the given classes."""
-        rows = self._forward_rows
         values = [
-            self._value(tf.constant(X[s : s + rows]), tf.constant(ids[s : s + rows])).numpy()
-            for s in range(0, len(X), rows)
+            self._value(as_float32(X[rows]), tf.constant(ids[rows])).numpy()
+            for rows in row_chunks(len(X), self.forward_rows(X))
         ]
         return np.asarray(np.concatenate(values), dtype=np.float64)
 
-    def value_and_classes(self, X: Float32Array) -> tuple[FloatArray, Int32Array]:
+    def value_and_classes(self, X: AnyFloatArray) -> tuple[FloatArray, Int32Array]:
         """Target scalar per sample and the classes it was taken of, chosen on X (one forward pass)."""
-        rows = self._forward_rows
-        chunks = [self._value_and_classes(tf.constant(X[s : s + rows])) for s in range(0, len(X), rows)]
+        chunks = [
+            self._value_and_classes(as_float32(X[rows])) for rows in row_chunks(len(X), self.forward_rows(X))
+        ]
         values = np.concatenate([value.numpy() for value, _ in chunks])
         ids = np.concatenate([ids.numpy() for _, ids in chunks])
         return np.asarray(values, np.float64), np.asarray(ids, np.int32)
 
-    def gradient(self, X: Float32Array) -> tuple[FloatArray, FloatArray]:
+    def values_of_copies(self, copies: Copies, ids: Int32Array) -> FloatArray:
+        """Target scalar of every copy of a chunk (`audit.forward.copies_by_chunk`), (n_jobs, n_rows);
+        `ids` are the classes of the chunk's rows, (n_rows, n_output_steps), the same for every copy."""
+        values = self._value_of_copies(copies.base, copies.features, copies.values, tf.constant(ids))
+        return np.asarray(values.numpy(), np.float64).reshape(len(copies.jobs), copies.n_rows)
+
+    def gradient(self, X: AnyFloatArray) -> tuple[FloatArray, FloatArray]:
         """Target scalar (n,) and its gradient with respect to the input, shaped like X; each
-        sample's class is chosen on the sample in the same forward pass."""
-        value, gradient = self._gradient(tf.constant(X))
+        sample's class is chosen on the sample in the same forward pass. One call: chunk X first."""
+        value, gradient = self._gradient(as_float32(X))
         return np.asarray(value.numpy(), np.float64), np.asarray(gradient.numpy(), np.float64)
 
     def integrated(
         self,
-        X: Float32Array,
-        baseline: Float32Array,
+        X: AnyFloatArray,
+        baseline: AnyFloatArray,
         ids: Int32Array,
         alphas: FloatArray,
         weights: FloatArray,
     ) -> FloatArray:
-        """(x - baseline) * sum_k weights[k] * grad F(baseline + alphas[k] (x - baseline)), per sample."""
+        """(x - baseline) * sum_k weights[k] * grad F(baseline + alphas[k] (x - baseline)), per sample.
+        One call of len(X) * len(alphas) path points: chunk X first."""
         result = self._path(
-            tf.constant(X),
-            tf.constant(baseline),
+            as_float32(X),
+            as_float32(baseline),
             tf.constant(ids),
             tf.constant(alphas, tf.float32),
             tf.constant(weights, tf.float32),
@@ -119,6 +151,19 @@ class TargetGradients:
 
 def _value(model: keras.Model, target: OutputTarget, x: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     return scalar_output(model(x, training=False), ids, target)
+
+
+def _value_of_copies(
+    model: keras.Model,
+    target: OutputTarget,
+    base: tf.Tensor,
+    features: tf.Tensor,
+    values: tf.Tensor,
+    ids: tf.Tensor,
+) -> tf.Tensor:
+    """Target scalar of each copy (job-major); every copy of a row keeps that row's classes."""
+    outputs = model(assemble_copies(base, features, values), training=False)
+    return scalar_output(outputs, tf.tile(ids, [tf.shape(features)[0], 1]), target)
 
 
 def _value_and_classes(model: keras.Model, target: OutputTarget, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

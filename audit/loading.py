@@ -145,7 +145,9 @@ def check_sample_fits(model: keras.Model, sample: EvalSample, target: OutputTarg
         return
     n_outputs = int(np.prod([d or 1 for d in tuple(model.outputs[0].shape)[1:]]))
     if target.task is Task.CLASSIFICATION:
-        problem = check_labels(sample.y, n_outputs, sigmoid=target.activation == "sigmoid")
+        problem = check_labels(
+            sample.y, tuple(model.outputs[0].shape)[1:], sigmoid=target.activation == "sigmoid"
+        )
         if problem is not None:
             raise AuditError(f"{sample.source}: {problem}; fix y or set task in audit.toml")
     elif sample.y.reshape(sample.y.shape[0], -1).shape[1] not in (1, n_outputs):

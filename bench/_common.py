@@ -339,20 +339,27 @@ def _spec(model: keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec((None, *tuple(model.inputs[0].shape)[1:]), tf.float32)
 
 
-def _chunks(model: keras.Model, total_rows: int, rows_per_call: int) -> list[tf.Tensor]:
-    """Prepared input tensors: as many full chunks as needed plus the remainder (data is random)."""
+def _chunks(model: keras.Model, total_rows: int, rows_per_call: int | list[int]) -> list[tf.Tensor]:
+    """Prepared input tensors (data is random): as many full chunks of `rows_per_call` rows as
+    needed plus the remainder, or, given a list, one chunk of each size in it (their sum is used)."""
     rng = np.random.default_rng(SEED)
     shape = tuple(model.inputs[0].shape)[1:]
-    rows_per_call = max(1, min(rows_per_call, total_rows))
-    full = tf.constant(rng.standard_normal((rows_per_call, *shape)).astype(np.float32))
-    chunks = [full] * (total_rows // rows_per_call)
-    if total_rows % rows_per_call:
-        chunks.append(full[: total_rows % rows_per_call])
-    return chunks
+    if isinstance(rows_per_call, list):
+        sizes = [size for size in rows_per_call if size > 0]
+    else:
+        per_call = max(1, min(rows_per_call, total_rows))
+        sizes = [per_call] * (total_rows // per_call) + (
+            [total_rows % per_call] if total_rows % per_call else []
+        )
+    full = tf.constant(rng.standard_normal((max(sizes), *shape)).astype(np.float32))
+    return [full if size == full.shape[0] else full[:size] for size in sizes]
 
 
-def prepare_forward(model: keras.Model, total_rows: int, rows_per_call: int) -> Callable[[], None]:
-    """`total_rows` inference rows through one traced function, `rows_per_call` rows per call.
+def prepare_forward(
+    model: keras.Model, total_rows: int, rows_per_call: int | list[int]
+) -> Callable[[], None]:
+    """`total_rows` inference rows through one traced function, `rows_per_call` rows per call (or
+    one call per size in a list).
 
     Traced here on one row, so the returned call is steady state; outputs are fetched to numpy,
     as a method needs them on the host.

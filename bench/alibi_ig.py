@@ -39,7 +39,7 @@ from _common import (
     write_result,
 )
 
-from audit.forward import DEFAULT_CHUNK_BYTES
+from audit.forward import rows_per_call
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk
 from audit.methods.integrated_gradients import compute_integrated_gradients
 
@@ -72,7 +72,7 @@ def main() -> None:
     samples_per_chunk = rows_per_chunk(X.shape[1:], DEFAULT_GRADIENT_CHUNK_BYTES, IG_STEPS)
     floor_parts = [
         prepare_gradient(model, len(X) * IG_STEPS, samples_per_chunk * IG_STEPS),
-        prepare_forward(model, 2 * len(X), DEFAULT_CHUNK_BYTES // (X[0].size * 4)),
+        prepare_forward(model, 2 * len(X), rows_per_call(X.shape[1:])),
     ]
     payload: dict[str, Any] = {
         "model": "LSTM(16) -> Dense(1), input (24, 11)",

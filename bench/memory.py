@@ -28,8 +28,16 @@ from typing import Any
 from _common import REPO, RESULTS, WORKLOADS, build_model, load_model, log, make_data, write_result
 
 TARGET_GROWTH = 0.20
-#: perturbation builds its copies with the same `copies_by_chunk` as permutation: left out to save a minute.
-METHODS = ("permutation", "integrated_gradients", "saliency", "grad_cam", "sensitivity_sweep")
+#: Every method that reads the eval sample.
+METHODS = (
+    "permutation",
+    "perturbation",
+    "integrated_gradients",
+    "saliency",
+    "gradient_x_input",
+    "grad_cam",
+    "sensitivity_sweep",
+)
 OPTIONS: dict[str, dict[str, object]] = {
     "permutation": {"n_repeats": 1},
     "perturbation": {"n_repeats": 1},

@@ -94,6 +94,10 @@ def main() -> None:
                 "forward": forward.DEFAULT_CHUNK_BYTES,
                 "gradient": gradients.DEFAULT_GRADIENT_CHUNK_BYTES,
             },
+            "max_rows_per_call": {
+                "forward": forward.MAX_ROWS_PER_CALL,
+                "gradient": gradients.MAX_GRADIENT_ROWS_PER_CALL,
+            },
             "rows": rows,
         },
     )
@@ -186,11 +190,18 @@ def _scalars(parameters: dict[str, Any]) -> dict[str, Any]:
 def floor_for(
     spec: MethodSpec, model: keras.Model, X: np.ndarray, parameters: dict[str, Any]
 ) -> tuple[str, list[FloorPart]] | None:
-    """The passes the method must do, timed as traced calls; None for weight-only or unknown methods."""
+    """The passes the method must do, timed as traced calls; None for weight-only or unknown methods.
+
+    Calls are as big as the method's (the same audit/ functions size them): forward calls of
+    `forward.rows_per_call` rows (64 MiB of input, at most `forward.MAX_ROWS_PER_CALL` rows);
+    copies of X (permutation, perturbation, the sweep) as `forward.copies_by_chunk` groups them
+    (whole copies per call, or one copy split by samples); gradient calls of
+    `gradients.rows_per_chunk` samples.
+    """
     n = X.shape[0]
-    row_bytes = int(np.prod(X.shape[1:])) * 4
-    forward_rows = max(1, forward.DEFAULT_CHUNK_BYTES // row_bytes)
-    gradient_rows = max(1, gradients.DEFAULT_GRADIENT_CHUNK_BYTES // row_bytes)
+    row_shape = tuple(X.shape[1:])
+    forward_rows = forward.rows_per_call(row_shape)
+    gradient_rows = gradients.rows_per_chunk(row_shape, gradients.DEFAULT_GRADIENT_CHUNK_BYTES)
     name = spec.name
     if name in ("permutation", "perturbation"):
         repeats = int(parameters["n_repeats"])
@@ -199,14 +210,15 @@ def floor_for(
             features = int(np.sum(np.std(X.reshape(-1, X.shape[-1]), axis=0) > 0))
         rows = repeats * features * n + n
         description = f"R*F*N+N = {repeats}*{features}*{n}+{n} forward rows"
-        return description, [_forward(model, rows, forward_rows)]
+        copies = _forward(model, repeats * features * n, copy_calls(n, repeats * features, forward_rows))
+        return description, [copies, _forward(model, n, forward_rows)]
     if name == "integrated_gradients":
         tried = [int(parameters["steps_requested"])]
         while tried[-1] < int(parameters["steps"]):
             tried.append(tried[-1] * 2)
         chunk_bytes = int(gradients.DEFAULT_GRADIENT_CHUNK_BYTES)
         parts = [
-            _gradient(model, n * steps, gradients.rows_per_chunk(X.shape[1:], chunk_bytes, steps) * steps)
+            _gradient(model, n * steps, gradients.rows_per_chunk(row_shape, chunk_bytes, steps) * steps)
             for steps in tried
         ]
         parts.append(_forward(model, 2 * n, forward_rows))
@@ -219,15 +231,25 @@ def floor_for(
         return f"N fwd+bwd to layer {layer}, N={n}", [_gradient(model, n, gradient_rows, layer=layer)]
     if name == "sensitivity_sweep":
         pivots, quantiles, features = int(parameters["n_rows"]), int(parameters["n_quantiles"]), X.shape[-1]
-        copies_per_call = max(1, forward.DEFAULT_CHUNK_BYTES // (pivots * row_bytes))
         rows = pivots * quantiles * features
         description = f"rows*Q*F = {pivots}*{quantiles}*{features} forward rows"
-        return description, [_forward(model, rows, copies_per_call * pivots)]
+        return description, [_forward(model, rows, copy_calls(pivots, quantiles * features, forward_rows))]
     return None
 
 
-def _forward(model: keras.Model, rows: int, rows_per_call: int) -> FloorPart:
-    return FloorPart("forward", rows, min(rows, rows_per_call), prepare_forward(model, rows, rows_per_call))
+def copy_calls(n_samples: int, n_copies: int, rows_per_call: int) -> list[int]:
+    """Rows of each model call when `n_copies` copies of `n_samples` rows are scored as
+    `audit.forward.copies_by_chunk` groups them."""
+    if n_samples <= rows_per_call:
+        per_call = rows_per_call // n_samples
+        return [min(per_call, n_copies - start) * n_samples for start in range(0, n_copies, per_call)]
+    split = [rows.stop - rows.start for rows in forward.row_chunks(n_samples, rows_per_call)]
+    return split * n_copies
+
+
+def _forward(model: keras.Model, rows: int, rows_per_call: int | list[int]) -> FloorPart:
+    largest = max(rows_per_call) if isinstance(rows_per_call, list) else min(rows, rows_per_call)
+    return FloorPart("forward", rows, largest, prepare_forward(model, rows, rows_per_call))
 
 
 def _gradient(model: keras.Model, rows: int, rows_per_call: int, layer: str | None = None) -> FloorPart:

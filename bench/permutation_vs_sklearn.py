@@ -9,7 +9,8 @@ wrapped as a minimal estimator (fit does nothing) whose predict_proba is either 
 on all rows (the fastest way to call the model: the target compares with this one) or, with
 ``--keras-predict``, Keras' ``model.predict`` at its default batch of 32 (what a plain wrapper
 does; one call, about a minute, so it is left out of run_all.sh). Ours also runs a second time
-with its public ``batch_size=8192`` (a what-if: smaller model calls than the 64 MiB default).
+with its public ``batch_size`` (``--what-if-batch-size``, 8192 by default: since audit/ caps its
+calls at 8,192 rows this is its default call size too, so the two should agree within noise).
 
     .venv/bin/python bench/permutation_vs_sklearn.py [--samples 2000] [--n-repeats 2] [--keras-predict]
 """

@@ -15,8 +15,10 @@ ALIBI_VERSIONS="${ALIBI_VERSIONS:-0.5.5}"
 SKLEARN_VENV_VERSION="${ALIBI_VERSIONS%% *}"
 export TF_CPP_MIN_LOG_LEVEL=2 KERAS_HOME="$PWD/.cache/keras"
 
-rm -rf "$RESULTS"
+# Only this script's own results: bench/results/drift/ and sql_history.* belong to other benchmarks.
 mkdir -p "$RESULTS"
+find "$RESULTS" -maxdepth 1 -type f ! -name 'sql_history.*' -delete
+rm -rf "$RESULTS/models" "$RESULTS/ig_reference" "$RESULTS/extra"
 for version in $ALIBI_VERSIONS; do
     echo "== bench/alibi.sh $version (one-off install; log in $RESULTS/alibi-install-$version.log)"
     bash bench/alibi.sh "$version" >"$RESULTS/alibi-install-$version.log" 2>&1 \

@@ -96,3 +96,37 @@ def standard_error(per_unit: FloatArray) -> FloatArray:
 def per_sample_importance(per_element: FloatArray) -> FloatArray:
     """(n_samples, n_features) figures from per-element ones: the mean over time steps, if any."""
     return per_element.mean(axis=1) if per_element.ndim == 3 else per_element
+
+
+class ElementSummary:
+    """What a method reports from per-element figures (n_samples, [n_steps,] n_features), reduced
+    chunk by chunk so the whole array is never held: one value per sample and feature, and the
+    running (n_steps, n_features) sum over samples.
+
+    - `values`: the mean over samples (and steps) per feature;
+    - `std`: its standard error over samples, of each sample's mean over steps;
+    - `profile`: the mean over samples, (n_steps, n_features), for sequences (else None).
+    """
+
+    def __init__(self, n_samples: int, row_shape: tuple[int, ...]) -> None:
+        self.n_samples = n_samples
+        self.per_sample = np.zeros((n_samples, row_shape[-1]))
+        self._profile_sum = np.zeros(row_shape) if len(row_shape) == 2 else None
+
+    def add(self, rows: slice, per_element: FloatArray) -> None:
+        """The figures of the samples `rows`, shaped (n_rows, [n_steps,] n_features)."""
+        self.per_sample[rows] = per_sample_importance(per_element)
+        if self._profile_sum is not None:
+            self._profile_sum += per_element.sum(axis=0)
+
+    @property
+    def values(self) -> FloatArray:
+        return np.asarray(self.per_sample.mean(axis=0), dtype=np.float64)
+
+    @property
+    def std(self) -> FloatArray:
+        return standard_error(self.per_sample)
+
+    @property
+    def profile(self) -> FloatArray | None:
+        return None if self._profile_sum is None else self._profile_sum / self.n_samples

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from audit.forward import as_float32, input_spec, row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
 from audit.targets import REGRESSION_TARGET, OutputTarget, check_class_index, chosen_classes, scalar_output
@@ -58,23 +59,23 @@ def compute_grad_cam(
     if X.ndim != 3:
         raise MethodNotApplicable("grad_cam needs sequence input (n_samples, n_steps, n_features)")
     layer = _conv_layer(model, layer_name)
-    inputs = X.astype(np.float32)
     check_class_index(model, target)
     maps_of = _traced_maps(model, layer, target)
-    rows = rows_per_chunk(inputs.shape[1:], chunk_bytes)
-    maps = np.concatenate(
-        [maps_of(tf.constant(inputs[s : s + rows])).numpy() for s in range(0, len(inputs), rows)]
-    ).astype(np.float64)
-    upsampled = upsample(maps, X.shape[1])
+    # Upsampling is linear, so the mean of the upsampled maps is the upsampled mean map.
+    map_sum: FloatArray = np.zeros(0)
+    for rows in row_chunks(len(X), rows_per_chunk(X.shape[1:], chunk_bytes)):
+        maps = maps_of(as_float32(X[rows])).numpy().astype(np.float64)  # (n_rows, t')
+        map_sum = maps.sum(axis=0) + (map_sum if map_sum.size else 0.0)
+    mean_map = map_sum / len(X)
     return Importance(
         method="grad_cam",
         feature_names=(),
         values=np.zeros(0),
-        profile=upsampled.mean(axis=0)[:, np.newaxis],
+        profile=upsample(mean_map[np.newaxis], X.shape[1])[0][:, np.newaxis],
         profile_features=(ALL_FEATURES,),
         parameters={
             "layer": layer.name,
-            "layer_steps": int(maps.shape[1]),
+            "layer_steps": int(mean_map.shape[0]),
             "target": target.describe(),
             "n_samples": int(X.shape[0]),
         },
@@ -120,8 +121,9 @@ def _traced_maps(
     key = (layer.name, target)
     if key not in per_model:
         probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-        spec = tf.TensorSpec((None, *tuple(model.inputs[0].shape)[1:]), tf.float32)
-        per_model[key] = tf.function(functools.partial(_maps, probe, target), input_signature=[spec])
+        per_model[key] = tf.function(
+            functools.partial(_maps, probe, target), input_signature=[input_spec(model)]
+        )
     return per_model[key]
 
 
@@ -131,8 +133,9 @@ def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor) -> tf.Tensor:
         ids = tf.stop_gradient(chosen_classes(outputs, target))  # each sample's class, chosen on it
         value = scalar_output(outputs, ids, target)
     gradients = tape.gradient(value, activations)  # (n, t', channels)
-    weights = tf.reduce_mean(gradients, axis=1, keepdims=True)  # (n, 1, channels)
-    return tf.nn.relu(tf.reduce_sum(weights * activations, axis=2))
+    weights = tf.reduce_mean(gradients, axis=1)  # (n, channels)
+    # sum_c weights[:, c] * A[:, :, c] as one batched matrix-vector product (no (n, t', c) temporary)
+    return tf.nn.relu(tf.linalg.matvec(activations, weights))
 
 
 @register_method(

@@ -17,25 +17,22 @@ attribution over samples: which lags of which feature the model relies on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import keras
 import numpy as np
+import numpy.typing as npt
 
+from audit.forward import row_chunks
 from audit.gradients import (
     DEFAULT_GRADIENT_CHUNK_BYTES,
     TargetGradients,
     rows_per_chunk,
     target_gradients,
 )
-from audit.methods.base import (
-    MethodContext,
-    MethodNotApplicable,
-    per_sample_importance,
-    register_method,
-    standard_error,
-)
+from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -114,24 +111,25 @@ def compute_integrated_gradients(
     """
     if X.shape[-1] != len(feature_names):
         raise MethodNotApplicable(f"X has {X.shape[-1]} features but {len(feature_names)} names")
-    inputs = X.astype(np.float32)
-    base = _baseline(inputs, baseline)
+    baseline_rows = _baseline(X, baseline)
     gradients = target_gradients(model, target)
-    at_inputs, ids = gradients.value_and_classes(inputs)  # the class of each sample, chosen on it
-    gap = at_inputs - gradients.value(base, ids)
+    at_inputs, ids = gradients.value_and_classes(X)  # the class of each sample, chosen on it
+    at_baseline = [
+        gradients.value(baseline_rows(rows), ids[rows])
+        for rows in row_chunks(len(X), gradients.forward_rows(X))
+    ]
+    gap = at_inputs - np.concatenate(at_baseline)
     used = steps
-    attributions, completeness = _attribute(gradients, inputs, base, ids, gap, used, rule, chunk_bytes)
+    summary, completeness = _attribute(gradients, X, baseline_rows, ids, gap, used, rule, chunk_bytes)
     while completeness.median_relative > tolerance and used * 2 <= max_steps:
         used *= 2
-        attributions, completeness = _attribute(gradients, inputs, base, ids, gap, used, rule, chunk_bytes)
-    magnitude = np.abs(attributions)
-    per_feature_axes = tuple(range(magnitude.ndim - 1))
+        summary, completeness = _attribute(gradients, X, baseline_rows, ids, gap, used, rule, chunk_bytes)
     return Importance(
         method="integrated_gradients",
         feature_names=feature_names,
-        values=magnitude.mean(axis=per_feature_axes),
-        std=standard_error(per_sample_importance(magnitude)),
-        profile=magnitude.mean(axis=0) if X.ndim == 3 else None,
+        values=summary.values,
+        std=summary.std,
+        profile=summary.profile,
         parameters={
             "baseline": baseline if isinstance(baseline, str) else "given",
             "rule": rule,
@@ -150,47 +148,53 @@ def compute_integrated_gradients(
     )
 
 
-def _baseline(inputs: np.ndarray, baseline: BaselineKind | FloatArray) -> np.ndarray:
+BaselineRows = Callable[[slice], npt.NDArray[np.float32]]
+
+
+def _baseline(X: FloatArray, baseline: BaselineKind | FloatArray) -> BaselineRows:
+    """The baseline of the samples `rows`, as float32 (n_rows, ...), built chunk by chunk."""
+    row_shape = tuple(X.shape[1:])
+
+    def repeated(row: npt.NDArray[np.float32]) -> BaselineRows:
+        return lambda rows: np.broadcast_to(row, (rows.stop - rows.start, *row_shape))
+
     if isinstance(baseline, str):
         if baseline == "zeros":
-            return np.zeros_like(inputs)
+            return repeated(np.zeros(row_shape, np.float32))
         if baseline == "mean":
-            mean = inputs.reshape(-1, inputs.shape[-1]).mean(axis=0)
-            return np.broadcast_to(mean, inputs.shape).astype(np.float32)
+            mean = X.reshape(-1, X.shape[-1]).mean(axis=0, dtype=np.float64).astype(np.float32)
+            return repeated(np.ascontiguousarray(np.broadcast_to(mean, row_shape)))
         raise ValueError(f"baseline must be 'zeros', 'mean' or an array, got {baseline!r}")
     given = np.asarray(baseline, dtype=np.float32)
-    if given.shape not in (inputs.shape, inputs.shape[1:]):
-        raise ValueError(f"baseline has shape {given.shape}; expected {inputs.shape[1:]} or {inputs.shape}")
-    return np.ascontiguousarray(np.broadcast_to(given, inputs.shape))
+    if given.shape == X.shape:
+        return lambda rows: given[rows]
+    if given.shape == row_shape:
+        return repeated(given)
+    raise ValueError(f"baseline has shape {given.shape}; expected {row_shape} or {X.shape}")
 
 
 def _attribute(
     gradients: TargetGradients,
-    inputs: np.ndarray,
-    base: np.ndarray,
-    ids: np.ndarray,
+    X: FloatArray,
+    baseline_rows: BaselineRows,
+    ids: npt.NDArray[np.int32],
     gap: FloatArray,
     steps: int,
     rule: Rule,
     chunk_bytes: int,
-) -> tuple[FloatArray, Completeness]:
+) -> tuple[ElementSummary, Completeness]:
+    """Attributions chunk by chunk, reduced as they come: |a| per sample and feature (and its
+    profile over steps), and the sum of each sample's attributions for the completeness delta."""
     nodes, weights = quadrature(steps, rule)
-    rows = rows_per_chunk(inputs.shape[1:], chunk_bytes, points_per_row=steps)
-    attributions = np.concatenate(
-        [
-            gradients.integrated(
-                inputs[start : start + rows],
-                base[start : start + rows],
-                ids[start : start + rows],
-                nodes,
-                weights,
-            )
-            for start in range(0, inputs.shape[0], rows)
-        ]
-    )
-    deltas = attributions.reshape(len(inputs), -1).sum(axis=1) - gap
+    summary = ElementSummary(len(X), tuple(X.shape[1:]))
+    sums = np.empty(len(X))
+    for rows in row_chunks(len(X), rows_per_chunk(X.shape[1:], chunk_bytes, points_per_row=steps)):
+        attributions = gradients.integrated(X[rows], baseline_rows(rows), ids[rows], nodes, weights)
+        sums[rows] = attributions.reshape(len(attributions), -1).sum(axis=1)
+        summary.add(rows, np.abs(attributions))
+    deltas = sums - gap
     relative = np.abs(deltas) / np.maximum(np.abs(gap), 1e-12)
-    return attributions, Completeness(deltas=deltas, relative=relative)
+    return summary, Completeness(deltas=deltas, relative=relative)
 
 
 @register_method(

@@ -11,19 +11,27 @@ a named metric can be asked for instead: "mse", "mae" (regression), "cross_entro
 "accuracy" (decrease) for classification. Without targets "loss" scores the RMS change of the model
 output. As in scikit-learn, `max_samples` rows can be drawn (without replacement, with the same
 random generator, before the permutations) to bound the cost on large eval samples. All (feature,
-repeat) copies are predicted in large batches through one traced function.
+repeat) copies are predicted in batches through one traced function, which assembles them from
+the rows of X and each copy's shuffled feature (see `audit.forward`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk, per_sample_loss
+from audit.forward import (
+    DEFAULT_CHUNK_BYTES,
+    Job,
+    Predictor,
+    check_labels,
+    per_sample_by_job,
+    per_sample_loss,
+)
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
@@ -84,9 +92,12 @@ def compute_permutation(
     random_state : int, Generator or None
         Converted once with ``np.random.default_rng``; an int is stored with the result.
     batch_size : int, optional
-        Rows per model call (default: as many as fit in `chunk_bytes`).
+        Rows of copies per model call (default: as many as fit `chunk_bytes`, at most
+        `audit.forward.MAX_ROWS_PER_CALL`).
     chunk_bytes : int
-        Memory budget for the permuted copies predicted at once.
+        Memory budget for the model input of one call. Shuffled copies are assembled in the
+        traced function; a copy bigger than one call is split by samples, so memory does not
+        grow with the sample beyond X and one value per sample.
 
     Returns
     -------
@@ -103,28 +114,32 @@ def compute_permutation(
     if X.shape[-1] != len(feature_names):
         raise MethodNotApplicable(f"X has {X.shape[-1]} features but {len(feature_names)} names")
     metric = _metric(scoring, target, y)
+    if y is not None and target.task is Task.CLASSIFICATION:
+        problem = check_labels(y, tuple(model.outputs[0].shape)[1:], sigmoid=target.activation == "sigmoid")
+        if problem is not None:
+            raise ValueError(f"y does not fit the model: {problem}")
     n_used = _n_used(max_samples, X.shape[0])
     n_samples = int(X.shape[0])
     rng = np.random.default_rng(random_state)
     if n_used < n_samples:
         rows = np.sort(rng.choice(n_samples, size=n_used, replace=False))
         X, y = X[rows], None if y is None else y[rows]
-    predictor = Predictor(model, batch_size=batch_size)
+    predictor = Predictor(model, batch_size=batch_size, chunk_bytes=chunk_bytes)
     reference = predictor.predict(X)
-    baseline = None if metric is None or y is None else float(metric.per_sample(reference, y).mean())
     n_features = X.shape[-1]
-    # Draw all permutations up front, in (repeat, feature) order, so results do not depend on chunking.
-    permutations = np.stack([rng.permutation(X.shape[0]) for _ in range(n_repeats * n_features)]).reshape(
-        n_repeats, n_features, X.shape[0]
-    )
     scores = np.empty((n_features, n_repeats))
-    for jobs, outputs in _predict_permuted(predictor, X, permutations, chunk_bytes):
-        for (repeat, feature), output in zip(jobs, outputs, strict=True):
-            if metric is None or y is None or baseline is None:
-                scores[feature, repeat] = float(np.sqrt(np.mean((output - reference) ** 2)))
-            else:
-                change = float(metric.per_sample(output, y).mean()) - baseline
-                scores[feature, repeat] = -change if metric.higher_is_better else change
+    if metric is None or y is None:
+        for (repeat, feature), squared in _permuted_scores(
+            predictor, X, n_repeats, rng, _squared_change(reference)
+        ):
+            scores[feature, repeat] = float(np.sqrt(squared.mean()))
+    else:
+        baseline = float(metric.per_sample(reference, y).mean())
+        for (repeat, feature), per_sample in _permuted_scores(
+            predictor, X, n_repeats, rng, _per_row(metric, y)
+        ):
+            change = float(per_sample.mean()) - baseline
+            scores[feature, repeat] = -change if metric.higher_is_better else change
     return Importance(
         method="permutation",
         feature_names=feature_names,
@@ -186,13 +201,18 @@ def _absolute_error(outputs: FloatArray, y: FloatArray) -> FloatArray:
 def _correct(outputs: FloatArray, y: FloatArray, *, sigmoid: bool) -> FloatArray:
     """1 where the predicted class is the label, per sample (sigmoid units: the share right).
 
-    Same layouts as `per_sample_loss`: softmax probabilities (n_samples, n_classes) with one label
-    per sample, or independent sigmoid units with one 0/1 label per unit.
+    Same layouts as `per_sample_loss`: softmax probabilities (n_samples, n_steps * n_classes) with
+    one label per step (the share of steps right), or independent sigmoid units with one 0/1
+    label per unit.
     """
+    labels = y.reshape(y.shape[0], -1)
     if sigmoid or outputs.shape[1] == 1:
         predicted = outputs >= 0.5
-        return np.asarray(np.mean(predicted == (y.reshape(y.shape[0], -1) >= 0.5), axis=1), dtype=np.float64)
-    return np.asarray(np.argmax(outputs, axis=1) == y.reshape(-1).astype(np.int64), dtype=np.float64)
+        return np.asarray(np.mean(predicted == (labels >= 0.5), axis=1), dtype=np.float64)
+    per_step = outputs.reshape(outputs.shape[0], labels.shape[1], -1)
+    return np.asarray(
+        np.mean(np.argmax(per_step, axis=2) == labels.astype(np.int64), axis=1), dtype=np.float64
+    )
 
 
 def _n_used(max_samples: int | float | None, n_samples: int) -> int:
@@ -212,23 +232,43 @@ def _n_used(max_samples: int | float | None, n_samples: int) -> int:
     return max(1, int(max_samples * n_samples))
 
 
-def _predict_permuted(
-    predictor: Predictor, X: FloatArray, permutations: np.ndarray, chunk_bytes: int
-) -> Iterator[tuple[Sequence[Job], list[FloatArray]]]:
-    """Predict every (repeat, feature) shuffled copy of X, several copies per model call.
+#: Per-row figures of a chunk's outputs (n_jobs, n_rows, n_outputs) on the rows `rows` of X.
+RowScore = Callable[[FloatArray, slice], FloatArray]
 
-    Yields the jobs of one chunk and their outputs (each (n_samples, n_outputs)).
+
+def _squared_change(reference: FloatArray) -> RowScore:
+    """Mean squared output change of each row against the unshuffled outputs."""
+    return lambda outputs, rows: np.mean((outputs - reference[rows][np.newaxis]) ** 2, axis=2)
+
+
+def _per_row(metric: _Metric, y: FloatArray) -> RowScore:
+    """The metric of each row of every copy, against the row's targets."""
+    return lambda outputs, rows: np.stack([metric.per_sample(output, y[rows]) for output in outputs])
+
+
+def _permuted_scores(
+    predictor: Predictor, X: FloatArray, n_repeats: int, rng: np.random.Generator, row_score: RowScore
+) -> Iterator[tuple[Job, FloatArray]]:
+    """Score every (repeat, feature) shuffled copy of X per sample; yields each job and its
+    (n_samples,) figures, in (repeat, feature) order.
+
+    Copies are scored in chunks of model calls (several copies per call, or one copy split by
+    samples; `audit.forward.copies_by_chunk`). Each job's permutation is drawn at its first
+    rows, in (repeat, feature) order, so results do not depend on the chunking.
     """
-    n_repeats, n_features, n_samples = permutations.shape
+    n_samples, n_features = X.shape[0], X.shape[-1]
     jobs = [(r, f) for r in range(n_repeats) for f in range(n_features)]
+    drawn: list[np.ndarray] = []
 
-    def shuffled(job: Job) -> np.ndarray:
-        repeat, feature = job
-        return X[permutations[repeat, feature], ..., feature]
+    def shuffled(job: Job, rows: slice) -> np.ndarray:
+        if rows.start == 0:
+            drawn[:] = [rng.permutation(n_samples)]
+        return X[drawn[0][rows], ..., job[1]]
 
-    for chunk_jobs, stacked in copies_by_chunk(X, jobs, shuffled, chunk_bytes):
-        outputs = predictor.predict(stacked.reshape(-1, *X.shape[1:]))
-        yield chunk_jobs, list(outputs.reshape(len(chunk_jobs), n_samples, -1))
+    chunks = predictor.predict_copies(X, jobs, shuffled)
+    yield from per_sample_by_job(
+        ((copies, row_score(outputs, copies.rows)) for copies, outputs in chunks), n_samples
+    )
 
 
 @register_method(

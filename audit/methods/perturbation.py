@@ -18,12 +18,12 @@ feature with std 0 is constant in the sample: there is no spread to scale, and i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import keras
 import numpy as np
 
-from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, copies_by_chunk
+from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, per_sample_by_job
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.types import FloatArray, Importance
 
@@ -60,9 +60,12 @@ def compute_perturbation(
     random_state : int, Generator or None
         Converted once with ``np.random.default_rng``; an int is stored with the result.
     batch_size : int, optional
-        Rows per model call (default: as many as fit the predictor's memory budget).
+        Rows of copies per model call (default: as many as fit `chunk_bytes`, at most
+        `audit.forward.MAX_ROWS_PER_CALL`).
     chunk_bytes : int
-        Memory budget for the perturbed copies of X built at once.
+        Memory budget for the model input of one call. Perturbed copies are assembled in the
+        traced function; a copy bigger than one call is split by samples, so memory does not
+        grow with the sample beyond X and one value per sample.
 
     Returns
     -------
@@ -84,15 +87,15 @@ def compute_perturbation(
     rng = np.random.default_rng(random_state)
     n_features = X.shape[-1]
     feature_std = np.std(X.reshape(-1, n_features), axis=0, dtype=np.float64)
-    predictor = Predictor(model, batch_size=batch_size)
+    predictor = Predictor(model, batch_size=batch_size, chunk_bytes=chunk_bytes)
     reference = predictor.predict(X)
     scores = np.zeros((n_features, n_repeats))
     # Constant features are left out: nothing to scale, and their score is exactly 0 by definition.
     jobs = [(r, f) for r in range(n_repeats) for f in range(n_features) if feature_std[f] > 0]
-    for chunk_jobs, outputs in _predict_perturbed(predictor, X, jobs, scale * feature_std, rng, chunk_bytes):
-        rms = np.sqrt(np.mean((outputs - reference[np.newaxis]) ** 2, axis=(1, 2)))
-        for (repeat, feature), value in zip(chunk_jobs, rms, strict=True):
-            scores[feature, repeat] = value
+    for (repeat, feature), squared in _perturbed_changes(
+        predictor, X, reference, jobs, scale * feature_std, rng
+    ):
+        scores[feature, repeat] = np.sqrt(squared.mean())
     return Importance(
         method="perturbation",
         feature_names=feature_names,
@@ -112,27 +115,31 @@ def compute_perturbation(
     )
 
 
-def _predict_perturbed(
+def _perturbed_changes(
     predictor: Predictor,
     X: FloatArray,
+    reference: FloatArray,
     jobs: list[Job],
     noise_std: FloatArray,
     rng: np.random.Generator,
-    chunk_bytes: int,
-) -> Iterator[tuple[Sequence[Job], FloatArray]]:
-    """Predict one noisy copy of X per (repeat, feature) job, several copies per model call.
+) -> Iterator[tuple[Job, FloatArray]]:
+    """Mean squared output change of every sample under one noisy copy of X per (repeat, feature)
+    job; yields each job and its (n_samples,) changes, in job order.
 
-    Noise is drawn job by job in `jobs` order, so the numbers do not depend on the chunk size.
-    Yields the jobs of one chunk and their outputs, shape (n_jobs, n_samples, n_outputs).
+    Copies are scored in chunks of model calls (`audit.forward.copies_by_chunk`); noise is drawn
+    job by job, rows in order, so the numbers do not depend on the chunking.
     """
 
-    def noisy(job: Job) -> FloatArray:
+    def noisy(job: Job, rows: slice) -> FloatArray:
         feature = job[1]
-        return np.asarray(X[..., feature] + rng.standard_normal(size=X.shape[:-1]) * noise_std[feature])
+        part = X[rows, ..., feature]
+        return np.asarray(part + rng.standard_normal(size=part.shape) * noise_std[feature])
 
-    for chunk_jobs, stacked in copies_by_chunk(X, jobs, noisy, chunk_bytes):
-        outputs = predictor.predict(stacked.reshape(-1, *X.shape[1:]))
-        yield chunk_jobs, outputs.reshape(len(chunk_jobs), X.shape[0], -1)
+    chunks = (
+        (copies, np.mean((outputs - reference[copies.rows][np.newaxis]) ** 2, axis=2))
+        for copies, outputs in predictor.predict_copies(X, jobs, noisy)
+    )
+    yield from per_sample_by_job(chunks, X.shape[0])
 
 
 @register_method(

@@ -14,17 +14,14 @@ For sequences the profile (n_steps, n_features) keeps the mean over samples only
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import keras
 import numpy as np
 
+from audit.forward import row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk, target_gradients
-from audit.methods.base import (
-    MethodContext,
-    MethodNotApplicable,
-    per_sample_importance,
-    register_method,
-    standard_error,
-)
+from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -36,11 +33,18 @@ def input_gradients(
     *,
     chunk_bytes: int = DEFAULT_GRADIENT_CHUNK_BYTES,
 ) -> FloatArray:
-    """dF/dx of the target scalar for every sample, shaped like X."""
-    inputs = X.astype(np.float32)
+    """dF/dx of the target scalar for every sample, shaped like X (float64: holds all of it;
+    the methods below reduce chunk by chunk instead)."""
+    return np.concatenate([gradient for _, gradient in _gradient_chunks(model, X, target, chunk_bytes)])
+
+
+def _gradient_chunks(
+    model: keras.Model, X: FloatArray, target: OutputTarget, chunk_bytes: int
+) -> Iterator[tuple[slice, FloatArray]]:
+    """(rows, dF/dx of those rows) for consecutive chunks of X, one gradient call each."""
     gradients = target_gradients(model, target)
-    rows = rows_per_chunk(inputs.shape[1:], chunk_bytes)
-    return np.concatenate([gradients.gradient(inputs[s : s + rows])[1] for s in range(0, len(inputs), rows)])
+    for rows in row_chunks(len(X), rows_per_chunk(X.shape[1:], chunk_bytes)):
+        yield rows, gradients.gradient(X[rows])[1]
 
 
 def compute_saliency(
@@ -66,8 +70,8 @@ def compute_saliency(
         ``values`` (n_features,) mean dF/dx; ``std`` its standard error over samples;
         ``profile`` (n_steps, n_features) for sequences; ``signed=True``.
     """
-    gradient = _gradients_or_skip(model, X, feature_names, target, chunk_bytes)
-    return _summarise("saliency", gradient, feature_names, target, signed=True)
+    summary = _summary_or_skip(model, X, feature_names, target, chunk_bytes, times_input=False)
+    return _result("saliency", summary, feature_names, target, signed=True)
 
 
 def compute_gradient_x_input(
@@ -80,34 +84,43 @@ def compute_gradient_x_input(
     chunk_bytes: int = DEFAULT_GRADIENT_CHUNK_BYTES,
 ) -> Importance:
     """Mean |dF/dx * x| per feature, profile over time for sequences (shapes as `compute_saliency`)."""
-    gradient = _gradients_or_skip(model, X, feature_names, target, chunk_bytes)
-    return _summarise("gradient_x_input", np.abs(gradient * X), feature_names, target, signed=False)
+    summary = _summary_or_skip(model, X, feature_names, target, chunk_bytes, times_input=True)
+    return _result("gradient_x_input", summary, feature_names, target, signed=False)
 
 
-def _gradients_or_skip(
-    model: keras.Model, X: FloatArray, feature_names: tuple[str, ...], target: OutputTarget, chunk_bytes: int
-) -> FloatArray:
+def _summary_or_skip(
+    model: keras.Model,
+    X: FloatArray,
+    feature_names: tuple[str, ...],
+    target: OutputTarget,
+    chunk_bytes: int,
+    *,
+    times_input: bool,
+) -> ElementSummary:
+    """dF/dx (or |dF/dx * x|) reduced chunk by chunk: the full per-element array is never held."""
     if X.shape[-1] != len(feature_names):
         raise MethodNotApplicable(f"X has {X.shape[-1]} features but {len(feature_names)} names")
-    return input_gradients(model, X, target, chunk_bytes=chunk_bytes)
+    summary = ElementSummary(len(X), tuple(X.shape[1:]))
+    for rows, gradient in _gradient_chunks(model, X, target, chunk_bytes):
+        summary.add(rows, np.abs(gradient * X[rows]) if times_input else gradient)
+    return summary
 
 
-def _summarise(
+def _result(
     method: str,
-    per_element: FloatArray,
+    summary: ElementSummary,
     feature_names: tuple[str, ...],
     target: OutputTarget,
     *,
     signed: bool,
 ) -> Importance:
-    flat = per_element.reshape(-1, per_element.shape[-1])
     return Importance(
         method=method,
         feature_names=feature_names,
-        values=flat.mean(axis=0),
-        std=standard_error(per_sample_importance(per_element)),
-        profile=per_element.mean(axis=0) if per_element.ndim == 3 else None,
-        parameters={"target": target.describe(), "n_samples": int(per_element.shape[0])},
+        values=summary.values,
+        std=summary.std,
+        profile=summary.profile,
+        parameters={"target": target.describe(), "n_samples": summary.n_samples},
         signed=signed,
     )
 

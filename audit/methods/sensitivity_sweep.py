@@ -21,13 +21,12 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import numpy.typing as npt
 
-from audit.forward import DEFAULT_CHUNK_BYTES, Job, copies_by_chunk
-from audit.gradients import TargetGradients, explained_classes, target_gradients
+from audit.forward import DEFAULT_CHUNK_BYTES, Job, copies_by_chunk, rows_per_call
+from audit.gradients import explained_classes, target_gradients
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
 from audit.targets import REGRESSION_TARGET, OutputTarget
-from audit.types import FloatArray, Importance
+from audit.types import FloatArray, Importance, Task
 
 DEFAULT_PERCENTILES = (0.05, 0.95)
 
@@ -67,9 +66,11 @@ def compute_sensitivity_sweep(
     random_state : int, Generator or None
         Converted once with ``np.random.default_rng``; used to draw the pivot rows.
     batch_size : int, optional
-        Rows per model call (default: every copy of a chunk in one call).
+        Rows of copies per model call (default: as many as fit `chunk_bytes`, at most
+        `audit.forward.MAX_ROWS_PER_CALL`).
     chunk_bytes : int
-        Memory budget for the swept copies of the pivot rows built at once.
+        Memory budget for the model input of one call (the swept copies are assembled in the
+        traced function from the pivot rows and the quantile of each copy).
 
     Returns
     -------
@@ -88,24 +89,27 @@ def compute_sensitivity_sweep(
     rng = np.random.default_rng(random_state)
     n_features = X.shape[-1]
     levels = np.linspace(low, high, n_quantiles)
-    grid = np.quantile(X.reshape(-1, n_features), levels, axis=0).T  # (n_features, n_quantiles)
+    # One feature at a time: np.quantile copies what it partitions, so this holds 1/n_features of X
+    # at once instead of all of it, and partitions a contiguous copy (~4x faster than down columns).
+    grid = np.stack([np.quantile(X[..., f], levels) for f in range(n_features)])  # (n_features, n_quantiles)
     rows = X if X.shape[0] <= n_rows else X[np.sort(rng.choice(X.shape[0], size=n_rows, replace=False))]
-    rows32 = rows.astype(np.float32)
-    ids = explained_classes(model, rows32, target)  # fixed for the sweep
+    if target.task is Task.REGRESSION:  # no class to choose: skip the forward pass that chooses it
+        ids = np.zeros((rows.shape[0], 1), np.int32)
+    else:
+        ids = explained_classes(model, rows, target)  # fixed for the sweep
     swept = np.empty((n_features, n_quantiles, rows.shape[0]))
     explained = target_gradients(model, target)
     jobs = [(q, f) for f in range(n_features) for q in range(n_quantiles)]  # (quantile, feature)
 
-    def at_quantile(job: Job) -> float:
+    def at_quantile(job: Job, _rows: slice) -> float:
         quantile, feature = job
         return float(grid[feature, quantile])
 
-    for chunk_jobs, stacked in copies_by_chunk(rows32, jobs, at_quantile, chunk_bytes):
-        values = _explained_values(explained, stacked.reshape(-1, *rows32.shape[1:]), ids, batch_size)
-        for (quantile, feature), row_values in zip(
-            chunk_jobs, values.reshape(len(chunk_jobs), -1), strict=True
-        ):
-            swept[feature, quantile] = row_values
+    per_call = rows_per_call(tuple(rows.shape[1:]), chunk_bytes, batch_size)
+    for copies in copies_by_chunk(rows, jobs, at_quantile, per_call):
+        values = explained.values_of_copies(copies, ids[copies.rows])  # (n_jobs, n_rows)
+        for (quantile, feature), row_values in zip(copies.jobs, values, strict=True):
+            swept[feature, quantile, copies.rows] = row_values
     spreads = swept.max(axis=1) - swept.min(axis=1)  # (n_features, n_rows)
     n_used = rows.shape[0]
     return Importance(
@@ -135,21 +139,6 @@ def _check_options(n_rows: int, n_quantiles: int, percentiles: Sequence[float]) 
             f"percentiles must be [low, high] with 0 <= low < high <= 1, got {list(percentiles)}"
         )
     return float(percentiles[0]), float(percentiles[1])
-
-
-def _explained_values(
-    explained: TargetGradients,
-    inputs: npt.NDArray[np.float32],
-    ids: npt.NDArray[np.int32],
-    batch_size: int | None,
-) -> FloatArray:
-    """The explained scalar of every swept copy; copies come job-major, so row i of every copy
-    uses the class ids of pivot row i (the ids are tiled to match)."""
-    tiled = np.tile(ids, (inputs.shape[0] // ids.shape[0], 1))
-    step = inputs.shape[0] if batch_size is None else max(1, batch_size)
-    return np.concatenate(
-        [explained.value(inputs[s : s + step], tiled[s : s + step]) for s in range(0, inputs.shape[0], step)]
-    )
 
 
 @register_method(
