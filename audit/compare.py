@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from audit.types import AuditSummary, FeatureChange, Importance, MethodComparison
+from audit.types import AuditSummary, FeatureChange, FloatArray, Importance, MethodComparison
 
 DEFAULT_TOP_K = 5
 
@@ -20,11 +20,14 @@ DEFAULT_TOP_K = 5
 def compare_importances(
     current: Importance, previous: Importance, *, top_k: int = DEFAULT_TOP_K
 ) -> MethodComparison:
-    """Per-feature change, rank change, Spearman rank correlation and top-k overlap.
+    """Per-feature change, rank change, rank correlations, top-k overlap, nDCG, profile distance.
 
-    Spearman's rho is computed on the values of the features present in both drops (None with
-    fewer than 3 shared features or a constant side). Top-k overlap is the share of this drop's k
-    highest-ranked features that were also among the previous drop's k highest.
+    Spearman's rho and Kendall's tau-b are computed on the values of the features present in both
+    drops (None with fewer than 3 shared features or a constant side); signed methods are ranked by
+    magnitude, as their ranks are. Top-k overlap is the share of this drop's k highest-ranked
+    features that were also among the previous drop's k highest. nDCG is SageMaker Clarify's
+    attribution-drift score (`ndcg`); the profile distance is the mean over shared features of
+    `profile_emd` (None unless both drops have time profiles over the same steps).
     """
     if current.method != previous.method:
         raise ValueError(f"cannot compare {current.method} with {previous.method}")
@@ -42,13 +45,70 @@ def compare_importances(
     )
     shared = [name for name in current.feature_names if name in before]
     k = min(top_k, len(current.feature_names), len(previous.feature_names))
+    magnitude_now = [abs(now[n][0]) if current.signed else now[n][0] for n in shared]
+    magnitude_before = [abs(before[n][0]) if previous.signed else before[n][0] for n in shared]
+    distances = profile_distances(current, previous)
     return MethodComparison(
         method=current.method,
-        spearman=_spearman([now[n][0] for n in shared], [before[n][0] for n in shared]),
+        spearman=_spearman(magnitude_now, magnitude_before),
         top_k=k,
         top_k_overlap=_top_k_overlap(current, previous, k),
         changes=changes,
+        kendall=_kendall(magnitude_now, magnitude_before),
+        ndcg=ndcg(np.array(magnitude_now), np.array(magnitude_before)),
+        profile_distance=float(np.mean(list(distances.values()))) if distances else None,
     )
+
+
+def ndcg(current: FloatArray, previous: FloatArray) -> float | None:
+    """nDCG of this drop's ranking, with the previous drop's attributions as relevance.
+
+    As SageMaker Clarify's feature-attribution drift monitor computes it (it alerts below 0.90):
+    with F the features sorted by the previous (baseline) attribution a(f) and F' sorted by this
+    drop's, nDCG = DCG / iDCG, DCG = sum_i a(F'_i) / log2(i + 1), iDCG = sum_i a(F_i) / log2(i + 1).
+    Relevance is clipped at 0 (a negative permutation importance is no relevance). None with
+    fewer than 2 features or no positive relevance.
+    """
+    if current.shape[0] < 2:
+        return None
+    relevance = np.clip(previous, 0.0, None)
+    discount = 1.0 / np.log2(np.arange(2, current.shape[0] + 2))
+    ideal = float(np.sum(np.sort(relevance)[::-1] * discount))
+    if ideal <= 0.0:
+        return None
+    order = np.argsort(-current, kind="stable")
+    return float(np.sum(relevance[order] * discount)) / ideal
+
+
+def profile_emd(current: FloatArray, previous: FloatArray) -> float | None:
+    """Earth mover's distance, in steps, between two time profiles of one feature.
+
+    Each profile's magnitudes are normalised to sum to 1 over the steps (where along the input
+    window the feature matters, not how much); the distance is how far, in steps, that mass must
+    move: sum over steps of |CDF_now - CDF_before|. 0 = same lags; a profile shifted by 3 steps
+    without changing shape is 3. None when either profile is all zero.
+    """
+    a, b = np.abs(np.asarray(current, np.float64)), np.abs(np.asarray(previous, np.float64))
+    total_a, total_b = float(a.sum()), float(b.sum())
+    if total_a <= 0.0 or total_b <= 0.0 or not (math.isfinite(total_a) and math.isfinite(total_b)):
+        return None
+    return float(np.sum(np.abs(np.cumsum(a / total_a) - np.cumsum(b / total_b))))
+
+
+def profile_distances(current: Importance, previous: Importance) -> dict[str, float]:
+    """`profile_emd` per profile column present in both drops (same number of steps), by name."""
+    if current.profile is None or previous.profile is None:
+        return {}
+    if current.profile.shape[0] != previous.profile.shape[0]:
+        return {}
+    before = {name: i for i, name in enumerate(previous.profile_labels)}
+    distances = {}
+    for i, name in enumerate(current.profile_labels):
+        if name in before:
+            distance = profile_emd(current.profile[:, i], previous.profile[:, before[name]])
+            if distance is not None:
+                distances[name] = distance
+    return distances
 
 
 def compare_audits(
@@ -81,6 +141,13 @@ def _spearman(current: list[float], previous: list[float]) -> float | None:
         return None
     rho = float(stats.spearmanr(current, previous).statistic)
     return None if math.isnan(rho) else rho
+
+
+def _kendall(current: list[float], previous: list[float]) -> float | None:
+    if len(current) < 3 or np.ptp(current) == 0 or np.ptp(previous) == 0:
+        return None
+    tau = float(stats.kendalltau(current, previous).statistic)
+    return None if math.isnan(tau) else tau
 
 
 def _top_k_overlap(current: Importance, previous: Importance, k: int) -> float | None:

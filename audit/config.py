@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections import Counter
 from pathlib import Path
 
-from audit.types import DEFAULT_MAX_EVAL_SAMPLES, AuditError, DropConfig, NanPolicy, Task
+from audit.types import DEFAULT_MAX_EVAL_SAMPLES, AuditError, DriftConfig, DropConfig, NanPolicy, Task
 
 _KNOWN_KEYS = frozenset(
     {
@@ -18,8 +19,10 @@ _KNOWN_KEYS = frozenset(
         "methods",
         "nan_policy",
         "max_eval_samples",
+        "drift",
     }
 )
+_DRIFT_KEYS = {field.name: field for field in dataclasses.fields(DriftConfig)}
 
 
 def read_drop_config(path: Path | None) -> DropConfig:
@@ -48,6 +51,7 @@ def read_drop_config(path: Path | None) -> DropConfig:
         max_eval_samples=_positive(
             path, "max_eval_samples", raw.get("max_eval_samples", DEFAULT_MAX_EVAL_SAMPLES)
         ),
+        drift=_drift(path, raw.get("drift", {})),
     )
 
 
@@ -105,3 +109,27 @@ def _method_options(path: Path, value: object) -> dict[str, dict[str, object]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise AuditError(f"{path}: methods must hold one table per method, e.g. [methods.permutation]")
     return {str(name): dict(options) for name, options in value.items()}
+
+
+def _drift(path: Path, value: object) -> DriftConfig:
+    """The ``[drift]`` table: thresholds of the drift call (see `DriftConfig` for each key)."""
+    if not isinstance(value, dict):
+        raise AuditError(f"{path}: drift must be a table, e.g. [drift] with threshold = 4.0")
+    unknown = sorted(set(value) - set(_DRIFT_KEYS))
+    if unknown:
+        raise AuditError(
+            f"{path}: unknown key(s) drift.{', drift.'.join(unknown)}; known: {', '.join(_DRIFT_KEYS)}"
+        )
+    options = dict(value)
+    methods = options.get("verdict_methods")
+    if methods is not None:
+        if not isinstance(methods, list) or not all(isinstance(name, str) for name in methods):
+            raise AuditError(f"{path}: drift.verdict_methods must be a list of method names")
+        options["verdict_methods"] = tuple(methods)
+    for key, option in options.items():
+        if isinstance(option, bool) and key != "frozen_set":
+            raise AuditError(f"{path}: drift.{key} must be a number, got {option!r}")
+    try:
+        return DriftConfig(**options)
+    except (TypeError, ValueError) as error:
+        raise AuditError(f"{path}: {error}") from None

@@ -105,6 +105,8 @@ class DropConfig:
     nan_policy: NanPolicy = NanPolicy.ERROR
     #: Larger eval samples are subsampled to this many rows, reproducibly (seeded by the drop date).
     max_eval_samples: int = DEFAULT_MAX_EVAL_SAMPLES
+    #: ``[drift]``: thresholds of the drift call.
+    drift: DriftConfig = field(default_factory=lambda: DriftConfig())
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,12 @@ class MethodComparison:
     top_k: int
     top_k_overlap: float | None
     changes: tuple[FeatureChange, ...]
+    kendall: float | None = None
+    #: SageMaker Clarify's nDCG: relevance = the previous drop's values, order = this drop's ranking.
+    ndcg: float | None = None
+    #: Mean over features of the earth mover's distance (in steps) between the normalised time
+    #: profiles of the two drops (which lags the model relies on); None without profiles.
+    profile_distance: float | None = None
 
     @property
     def biggest_movers(self) -> tuple[FeatureChange, ...]:
@@ -279,6 +287,79 @@ class MethodComparison:
             return -1.0 if delta is None or math.isnan(delta) else abs(delta)
 
         return tuple(sorted(self.changes, key=size, reverse=True))
+
+
+@dataclass(frozen=True)
+class ModelImportances:
+    """Importances of one more model on the drop's eval sample, beside the primary model's.
+
+    Either a reseeded copy of this week's model (`AuditSummary.copies`: their spread is a direct
+    measure of retraining noise) or the previous drop's model scored on this week's sample
+    (`AuditSummary.frozen`: it separates "the model changed" from "the data changed").
+    """
+
+    #: The model's file name (copies) or the previous drop's week, ISO format (frozen set).
+    label: str
+    importances: tuple[Importance, ...]
+
+    def importance(self, method: str) -> Importance | None:
+        for importance in self.importances:
+            if importance.method == method:
+                return importance
+        return None
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds of the drift call (audit/drift.py); ``[drift]`` in audit.toml overrides them."""
+
+    #: A change is beyond noise when |change| > threshold * scale of its noise band.
+    threshold: float = 5.0
+    #: Past week-to-week changes of a feature needed before its own history sets its band.
+    min_history: int = 4
+    #: How many past week-to-week comparisons to learn the noise from.
+    history_weeks: int = 8
+    #: Noise scale (log ratio) with no history and no reseeded copies: about +-30% per sd.
+    default_scale: float = 0.3
+    #: Lower bound of any scale, so that identical past figures do not make every change an alert.
+    min_scale: float = 0.02
+    #: How many observations the scale pooled over all features counts for when a feature's own
+    #: history sets its band (shrinkage: a few past changes can all be small by chance).
+    pooled_weight: float = 4.0
+    #: Added to every value, as a share of the method's total importance, before log ratios are
+    #: taken, so features the model ignores do not swing wildly between near-zero values.
+    epsilon_fraction: float = 0.01
+    #: A feature below this share of the method's total in both drops is never flagged.
+    min_share: float = 0.01
+    #: Methods that must flag a feature for it to be "changed" (fewer when fewer methods judge).
+    min_agreeing_methods: int = 3
+    #: Profile-distance band (steps) with no history and no copies, as a share of the steps.
+    default_profile_fraction: float = 0.1
+    #: Methods whose changes decide verdicts; None = every unsigned data method with per-feature
+    #: values (weight-only methods when no data method ran).
+    verdict_methods: tuple[str, ...] | None = None
+    #: Score the previous drop's model on this week's eval sample too (the frozen-set comparison:
+    #: "the model changed" or "the data changed"); costs one more run of the data methods.
+    frozen_set: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "threshold",
+            "default_scale",
+            "min_scale",
+            "epsilon_fraction",
+            "min_share",
+            "default_profile_fraction",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"drift.{name} must be a positive number, got {value!r}")
+        for name in ("min_history", "history_weeks", "min_agreeing_methods"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"drift.{name} must be a whole number >= 1, got {value!r}")
+        if not (math.isfinite(self.pooled_weight) and self.pooled_weight >= 0):
+            raise ValueError(f"drift.pooled_weight must be a number >= 0, got {self.pooled_weight!r}")
 
 
 @dataclass(frozen=True)
@@ -297,11 +378,234 @@ class AuditSummary:
     n_eval_rows_in_file: int | None = None
     n_eval_rows_dropped: int | None = None
     eval_sampling_seed: int | None = None
+    #: The drop's reseeded copies of the model, scored with the same methods on the same sample.
+    copies: tuple[ModelImportances, ...] = ()
+    #: The previous drop's model scored on this drop's eval sample (the frozen-set comparison).
+    frozen: ModelImportances | None = None
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:
             if outcome.method == method and outcome.importance is not None:
                 return outcome.importance
+        return None
+
+
+class FeatureVerdict(StrEnum):
+    """What happened to one feature (of one method, or over all methods) since the previous drop."""
+
+    STABLE = "stable"
+    CHANGED = "changed"
+    #: In this drop only, or in the previous drop only: features are aligned by name.
+    NEW = "new"
+    REMOVED = "removed"
+
+
+class DropVerdict(StrEnum):
+    """The headline of an audited drop."""
+
+    #: No change beyond the noise band.
+    OK = "ok"
+    #: Weak evidence: a change (in value or time profile) seen by one method only.
+    WARN = "warn"
+    #: A feature's importance changed beyond the noise band in several methods, or features were
+    #: added or removed.
+    ALERT = "alert"
+
+
+class BandSource(StrEnum):
+    """Where a noise band's retraining-noise scale came from (audit/drift.py, strongest first)."""
+
+    #: Robust spread (MAD) of this feature's own past week-to-week changes (enough history).
+    HISTORY = "history"
+    #: Too few past changes of this feature: their spread pooled over all features of the method.
+    POOLED_HISTORY = "pooled_history"
+    #: Spread between the drop's reseeded copies of the model (e.g. model_seed*.keras).
+    RESEED = "reseed"
+    #: No history and no copies: the configured default scale (`DriftConfig.default_scale`).
+    DEFAULT = "default"
+
+
+class Cause(StrEnum):
+    """Frozen-set comparison: why a feature's importance moved (see `FrozenSplit`)."""
+
+    #: The previous model, scored on this week's data, does not show the change: the model changed.
+    MODEL = "model"
+    #: The previous model on this week's data shows the change too: the data changed.
+    DATA = "data"
+    BOTH = "both"
+    UNCLEAR = "unclear"
+
+
+@dataclass(frozen=True)
+class NoiseBand:
+    """How far one feature's change may go before it is more than noise, on the change's scale.
+
+    Changes are log ratios (see `FeatureDrift.change`); `scale` is one standard deviation of a
+    noise-only change, `half_width` = threshold * scale is where "changed" starts.
+    """
+
+    scale: float
+    half_width: float
+    source: BandSource
+    #: Past changes (or copies) the scale was estimated from.
+    n_observations: int
+    #: The part of `scale` due to sampling (the standard errors of the two figures).
+    sampling_scale: float = 0.0
+
+    @property
+    def percent(self) -> float:
+        """The band's upper edge as a relative change: exp(half_width) - 1 (0.18 = +18%)."""
+        return math.expm1(self.half_width)
+
+    @property
+    def low_percent(self) -> float:
+        """The band's lower edge as a relative change: exp(-half_width) - 1 (-0.15 = -15%)."""
+        return math.expm1(-self.half_width)
+
+    def describe(self) -> str:
+        """ "+-18%" for a narrow band, "-72% to +255%" where the log scale makes it lopsided."""
+        high, low = self.percent, self.low_percent
+        if high + low < 0.05:
+            return f"\u00b1{high:.0%}"
+        return f"{low:+.0%} to {high:+.0%}"
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature of one method: its change since the previous drop and whether it is noise."""
+
+    method: str
+    feature: str
+    value: float | None
+    previous_value: float | None
+    rank: int | None
+    previous_rank: int | None
+    #: log((v + eps) / (v_prev + eps)) minus the median of that log ratio over the method's
+    #: features: the change relative to the method's overall scale (a retrain that doubles every
+    #: importance changes nothing). None for a feature on one side only.
+    change: float | None
+    #: Standard error of `delta` (value - previous_value) from the two figures' own uncertainty.
+    delta_se: float | None
+    band: NoiseBand | None
+    #: change / band.scale.
+    z: float | None
+    #: Earth mover's distance (steps) between the feature's normalised time profiles, its band.
+    profile_distance: float | None
+    profile_band: float | None
+    verdict: FeatureVerdict
+    #: Frozen-set split of this change (None without the previous model's figures on this data).
+    cause: Cause | None = None
+    #: The feature's share of the method's total importance in this drop and the previous one.
+    share: float | None = None
+    previous_share: float | None = None
+
+    #: Steps of the input window (sequence models), for `reliance_moved`.
+    n_steps: int = 0
+
+    @property
+    def share_change(self) -> float:
+        """|share - previous share| (0 if one is missing)."""
+        if self.share is None or self.previous_share is None:
+            return 0.0
+        return abs(self.share - self.previous_share)
+
+    @property
+    def reliance_moved(self) -> float:
+        """How much of what the model relies on moved: the change of the feature's share, plus, for
+        sequences, its share times the part of the window its time profile moved across."""
+        moved = self.share_change
+        if self.profile_distance is not None and self.n_steps:
+            share = max(self.share or 0.0, self.previous_share or 0.0)
+            moved += share * min(1.0, self.profile_distance / self.n_steps)
+        return moved
+
+    @property
+    def delta(self) -> float | None:
+        if self.value is None or self.previous_value is None:
+            return None
+        return self.value - self.previous_value
+
+    @property
+    def rank_change(self) -> int | None:
+        """Positive when the feature moved up (to a smaller rank number)."""
+        if self.rank is None or self.previous_rank is None:
+            return None
+        return self.previous_rank - self.rank
+
+    @property
+    def relative(self) -> float | None:
+        """`change` as a relative change: exp(change) - 1 (-0.71 = fell 71%)."""
+        return None if self.change is None else math.expm1(self.change)
+
+    @property
+    def value_changed(self) -> bool:
+        """The importance moved beyond its noise band (not only the time profile)."""
+        return self.change is not None and self.band is not None and abs(self.change) > self.band.half_width
+
+    @property
+    def profile_changed(self) -> bool:
+        return (
+            self.profile_distance is not None
+            and self.profile_band is not None
+            and self.profile_distance > self.profile_band
+        )
+
+
+@dataclass(frozen=True)
+class FeatureAssessment:
+    """One feature over all verdict methods: how many saw it change, and the human reason."""
+
+    feature: str
+    verdict: FeatureVerdict
+    #: Methods that flagged it, strongest evidence first; of `n_methods` that could judge it.
+    methods_flagged: tuple[str, ...]
+    n_methods: int
+    #: "down", "up", "mixed" or "" (values), or "lags" when only the time profile moved.
+    direction: str
+    #: |z| of the strongest flagging method (0 when none); orders features by evidence.
+    strength: float
+    reason: str
+    cause: Cause | None = None
+    #: Largest `FeatureDrift.reliance_moved` among the flagging methods: changed features are
+    #: named in this order (the feature that carries most of the change in what the model relies on).
+    reliance_moved: float = 0.0
+
+    @property
+    def agreement(self) -> int:
+        return len(self.methods_flagged)
+
+
+@dataclass(frozen=True)
+class MethodAgreement:
+    """Rank agreement (Spearman) between two methods on this drop's importances."""
+
+    method: str
+    other_method: str
+    spearman: float | None
+
+
+@dataclass(frozen=True)
+class DriftAssessment:
+    """The drift call on one drop against the previous one: per feature, per method, per drop."""
+
+    verdict: DropVerdict
+    reason: str
+    #: Every (method, feature) drift, verdict methods and the others alike.
+    drifts: tuple[FeatureDrift, ...]
+    #: Features over all verdict methods, most evidence first.
+    features: tuple[FeatureAssessment, ...]
+    agreement: tuple[MethodAgreement, ...]
+    #: The methods whose changes decide the verdict (the others are shown, not judged).
+    verdict_methods: tuple[str, ...]
+    #: Earlier week-to-week comparisons the noise bands were estimated from.
+    n_history: int
+    #: Reseeded copies of the model in this drop used for the noise band.
+    n_copies: int = 0
+
+    def drift(self, method: str, feature: str) -> FeatureDrift | None:
+        for drift in self.drifts:
+            if drift.method == method and drift.feature == feature:
+                return drift
         return None
 
 
@@ -312,6 +616,7 @@ class ReportInput:
     current: AuditSummary
     previous: AuditSummary | None
     comparisons: tuple[MethodComparison, ...]
+    assessment: DriftAssessment | None = None
 
 
 def ranks_of(values: npt.ArrayLike) -> npt.NDArray[np.int64]:

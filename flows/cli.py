@@ -1,4 +1,4 @@
-"""The ``drift-audit`` command line: ``run``, ``demo`` and ``db upgrade``.
+"""The ``drift-audit`` command line: ``run``, ``demo``, ``db upgrade`` and ``history``.
 
 Exit status: 0 when the audit succeeded (whether or not anything drifted), 1 with a one-line error
 on stderr when it failed, 2 for a usage error.
@@ -7,11 +7,14 @@ on stderr when it failed, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from audit.registry import parse_drop_date
 from audit.types import AuditError
@@ -90,7 +93,38 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema to the newest revision")
     upgrade.add_argument("--db", required=True, help="SQLAlchemy database URL")
     upgrade.set_defaults(handler=_db_upgrade)
+
+    history = commands.add_parser(
+        "history", help="print the importance history of the latest audited weeks, with drift calls"
+    )
+    history.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file <out>/drift-audit.db)")
+    history.add_argument(
+        "--out",
+        type=Path,
+        default=Path("drift-audit-output"),
+        help="report folder of `run` (for the default --db)",
+    )
+    history.add_argument("--model", help="only this model (default: every model)")
+    history.add_argument("--feature", help="only this feature (exact name)")
+    history.add_argument("--method", help="only this method, e.g. permutation")
+    history.add_argument(
+        "--weeks", type=_positive, default=12, help="the N latest audited weeks (default 12)", metavar="N"
+    )
+    history.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="(default table)"
+    )
+    history.set_defaults(handler=_history)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return number
 
 
 def _week(text: str) -> dt.date:
@@ -156,6 +190,8 @@ def _audit(
     )
     result = state.result(raise_on_failure=False)
     if isinstance(result, AuditResult):
+        if result.verdict is not None:
+            print(f"drift verdict: {result.verdict.value}", file=sys.stderr)
         if result.report_path is not None:
             print(result.report_path)
         return 0
@@ -170,6 +206,78 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     upgrade_database(make_engine(args.db))
     print(f"database {redacted_url(args.db)} is at the newest schema revision", file=sys.stderr)
     return 0
+
+
+#: Columns of `drift-audit history`, in order.
+_HISTORY_COLUMNS = ("week", "model", "method", "feature", "value", "std", "rank", "verdict")
+
+
+def _history(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from storage.history import HistoryFilter, load_history
+    from storage.session import make_engine, redacted_url
+
+    # the default of `run` (flows.weekly_audit.default_db_url), without importing the flow
+    db_url = args.db or f"sqlite:///{args.out.resolve() / 'drift-audit.db'}"
+    where = HistoryFilter(model=args.model, feature=args.feature, method=args.method, weeks=args.weeks)
+    engine = make_engine(db_url, create=False)
+    try:
+        with Session(engine) as session:
+            rows = load_history(session, where)
+    except SQLAlchemyError as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        raise AuditError(f"cannot read database {redacted_url(db_url)}: {reason}") from error
+    finally:
+        engine.dispose()
+    records = [_history_record(row) for row in rows]
+    {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format](records, sys.stdout)
+    return 0
+
+
+def _history_record(row: object) -> dict[str, object]:
+    record = {name: getattr(row, name) for name in _HISTORY_COLUMNS}
+    record["week"] = str(record["week"])
+    return record
+
+
+def _write_json(records: list[dict[str, object]], stream: TextIO) -> None:
+    json.dump(records, stream, indent=1)
+    stream.write("\n")
+
+
+def _write_csv(records: list[dict[str, object]], stream: TextIO) -> None:
+    writer = csv.DictWriter(stream, fieldnames=_HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+
+
+def _write_table(records: list[dict[str, object]], stream: TextIO) -> None:
+    """Aligned columns: text left, numbers right (values to 4 significant digits)."""
+    numeric = {"value", "std", "rank"}
+    cells = [[_cell(record[name]) for name in _HISTORY_COLUMNS] for record in records]
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(_HISTORY_COLUMNS)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            value.rjust(width) if name in numeric else value.ljust(width)
+            for name, value, width in zip(_HISTORY_COLUMNS, values, widths, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    stream.write(line(_HISTORY_COLUMNS) + "\n")
+    stream.write(line(["-" * width for width in widths]) + "\n")
+    for row in cells:
+        stream.write(line(row) + "\n")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 if __name__ == "__main__":

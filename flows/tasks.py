@@ -7,6 +7,7 @@ concern (issue 8).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Sequence
@@ -18,11 +19,22 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from audit.compare import compare_audits
+from audit.drift import assess_drift
 from audit.eval_sample import describe_rows
-from audit.loading import LoadedDrop, load_drop
+from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
 from audit.registry import RegistryListing, discover_drops
 from audit.runner import run_method, select_methods
-from audit.types import AuditError, Drop, MethodOutcome, MethodStatus, ReportInput
+from audit.types import (
+    AuditError,
+    DriftConfig,
+    Drop,
+    DropVerdict,
+    Importance,
+    MethodOutcome,
+    MethodStatus,
+    ModelImportances,
+    ReportInput,
+)
 from reports.render import render_report, write_report
 from storage import repository
 from storage.session import make_engine, upgrade_database
@@ -114,8 +126,86 @@ def compute_task(
     return tuple(outcomes)
 
 
+@task(name="compute-copies", cache_policy=NO_CACHE)
+def copies_task(
+    loaded: LoadedDrop, methods: Sequence[str] | None, random_state: int
+) -> tuple[ModelImportances, ...]:
+    """The same methods on the drop's reseeded copies of the model: a direct measure of retraining noise."""
+    logger = get_run_logger()
+    results = []
+    for path, copy in zip(loaded.drop.model_paths[1:], loaded.copies, strict=True):
+        outcomes = [
+            run_method(dataclasses.replace(loaded, model=copy), spec, random_state=random_state)
+            for spec in select_methods(methods)
+        ]
+        results.append(ModelImportances(path.name, _importances(outcomes)))
+        logger.info(
+            "%s: copy %s audited (%d methods)", loaded.drop.week, path.name, len(results[-1].importances)
+        )
+    return tuple(results)
+
+
+@task(name="compute-frozen-set", cache_policy=NO_CACHE)
+def frozen_task(
+    db_url: str,
+    model_name: str,
+    loaded: LoadedDrop,
+    listing: RegistryListing,
+    methods: Sequence[str] | None,
+    random_state: int,
+    trust_model_code: bool,
+    custom_modules: tuple[str, ...],
+) -> ModelImportances | None:
+    """The previous drop's model scored on this week's eval sample (the frozen-set comparison).
+
+    None, with the reason logged, when it cannot be done: the drop has no eval sample or is the
+    first, the previous model is gone from the registry, or it does not take this week's input.
+    """
+    logger = get_run_logger()
+    week = loaded.drop.week
+    if not loaded.config.drift.frozen_set or loaded.sample is None:
+        return None
+    with Session(engine_for(db_url)) as session:
+        before = repository.previous_audit(session, model_name, week)
+    previous_week = None if before is None else before.week
+    previous = next((drop for drop in listing.drops if drop.week == previous_week), None)
+    if previous_week is None or previous is None:
+        if previous_week is not None:
+            logger.warning(
+                "%s: previous drop %s is not in the registry: no frozen-set comparison", week, previous_week
+            )
+        return None
+    try:
+        model = load_model(
+            previous.model_path, trust_model_code=trust_model_code, custom_modules=custom_modules
+        )
+        check_sample_fits(model, loaded.sample, loaded.target)
+    except AuditError as error:
+        logger.warning("%s: no frozen-set comparison: %s", week, error)
+        return None
+    frozen = dataclasses.replace(loaded, model=model, copies=())
+    outcomes = [
+        run_method(frozen, spec, random_state=random_state)
+        for spec in select_methods(methods)
+        if spec.needs_eval_sample
+    ]
+    logger.info("%s: previous model (%s) scored on this week's sample", week, previous_week)
+    return ModelImportances(previous_week.isoformat(), _importances(outcomes))
+
+
+def _importances(outcomes: Sequence[MethodOutcome]) -> tuple[Importance, ...]:
+    return tuple(outcome.importance for outcome in outcomes if outcome.importance is not None)
+
+
 @task(name="store", cache_policy=NO_CACHE)
-def store_task(db_url: str, run_id: int, loaded: LoadedDrop, outcomes: tuple[MethodOutcome, ...]) -> None:
+def store_task(
+    db_url: str,
+    run_id: int,
+    loaded: LoadedDrop,
+    outcomes: tuple[MethodOutcome, ...],
+    copies: tuple[ModelImportances, ...] = (),
+    frozen: ModelImportances | None = None,
+) -> None:
     sample = loaded.sample
     with Session(engine_for(db_url)) as session, session.begin():
         repository.record_success(
@@ -123,6 +213,9 @@ def store_task(db_url: str, run_id: int, loaded: LoadedDrop, outcomes: tuple[Met
             run_id,
             facts=loaded.facts,
             outcomes=outcomes,
+            copies=copies,
+            frozen=frozen,
+            feature_names=loaded.feature_names,
             eval_source=None if sample is None else str(sample.source),
             eval_hash=None if sample is None else sample.content_hash,
             n_eval_samples=None if sample is None else sample.n_samples,
@@ -139,28 +232,39 @@ def record_failure_task(db_url: str, run_id: int, error: str) -> None:
 
 
 @task(name="compare", cache_policy=NO_CACHE)
-def compare_task(db_url: str, model_name: str, week: dt.date) -> ReportInput:
-    """Compare the drop of `week` with the latest earlier audited drop, and store the statistics."""
+def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: DriftConfig) -> ReportInput:
+    """Compare the drop of `week` with the latest earlier audited drop, make the drift call, store both."""
     with Session(engine_for(db_url)) as session, session.begin():
         current = repository.load_audit(session, model_name, week)
         if current is None:
             raise AuditError(f"no stored audit for {model_name} {week.isoformat()}; run the audit first")
         previous = repository.previous_audit(session, model_name, week)
         comparisons = () if previous is None else compare_audits(current, previous)
+        assessment = None
         if previous is not None:
-            repository.save_comparisons(session, current.run_id, previous.run_id, comparisons)
+            history = repository.recent_audits(session, model_name, previous.week, drift_config.history_weeks)
+            assessment = assess_drift(current, previous, history, drift_config)
+            repository.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
     logger = get_run_logger()
     for comparison in comparisons:
         logger.info(
-            "%s vs %s, %s: Spearman %s, top-%d overlap %s",
+            "%s vs %s, %s: Spearman %s, nDCG %s, top-%d overlap %s",
             week,
             previous.week if previous else "-",
             comparison.method,
-            "n/a" if comparison.spearman is None else f"{comparison.spearman:.2f}",
+            _fixed(comparison.spearman),
+            _fixed(comparison.ndcg),
             comparison.top_k,
             "n/a" if comparison.top_k_overlap is None else f"{comparison.top_k_overlap:.0%}",
         )
-    return ReportInput(current=current, previous=previous, comparisons=comparisons)
+    if assessment is not None:
+        log = logger.info if assessment.verdict is DropVerdict.OK else logger.warning
+        log("%s: drift verdict %s: %s", week, assessment.verdict.value.upper(), assessment.reason)
+    return ReportInput(current=current, previous=previous, comparisons=comparisons, assessment=assessment)
+
+
+def _fixed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 @task(name="render", cache_policy=NO_CACHE)
@@ -168,6 +272,9 @@ def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> Path:
     path = write_report(render_report(report_input), out_dir, report_input.current.week)
     with Session(engine_for(db_url)) as session, session.begin():
         repository.set_report_path(session, report_input.current.run_id, path)
+        repository.record_delivery(
+            session, report_input.current.run_id, path, status=repository.DeliveryStatus.WRITTEN
+        )
     get_run_logger().info("report written to %s", path)
     return path
 

@@ -16,11 +16,15 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from audit.types import AuditError, Drop, ReportInput
+from audit.config import read_drop_config
+from audit.registry import RegistryListing
+from audit.types import AuditError, DriftConfig, Drop, DropVerdict, ReportInput
 from flows.tasks import (
     compare_task,
     compute_task,
+    copies_task,
     discover_task,
+    frozen_task,
     latest_week_task,
     load_task,
     plan_task,
@@ -46,10 +50,12 @@ class DropSettings:
 
 @dataclass(frozen=True)
 class AuditResult:
-    """What a successful flow run did: the weeks it audited and the report it wrote."""
+    """What a successful flow run did: the weeks it audited, the report it wrote, the newest verdict."""
 
     audited_weeks: tuple[dt.date, ...]
     report_path: Path | None
+    #: The drift verdict of the reported drop (None when it is the first: nothing to compare).
+    verdict: DropVerdict | None = None
 
 
 def default_db_url(out_dir: str | Path) -> str:
@@ -100,51 +106,81 @@ def weekly_audit(
     audited: list[dt.date] = []
     latest_input: ReportInput | None = None
     for drop in pending:
-        failure = _audit_drop(db, name, drop, settings)
-        if failure is not None:
-            failures.append(f"{drop.week.isoformat()}: {failure}")
+        drift_config = _audit_drop(db, name, drop, listing, settings)
+        if isinstance(drift_config, str):
+            failures.append(f"{drop.week.isoformat()}: {drift_config}")
             continue
         audited.append(drop.week)
-        latest_input = compare_task(db, name, drop.week)
-    report_path = _render_newest(db, name, Path(out_dir), week, audited, latest_input)
+        latest_input = compare_task(db, name, drop.week, drift_config)
+    report_input, report_path = _render_newest(db, name, listing, Path(out_dir), week, audited, latest_input)
     if failures:
         return Failed(message=f"{len(failures)} of {len(pending)} drop(s) failed; " + "; ".join(failures))
-    return AuditResult(audited_weeks=tuple(audited), report_path=report_path)
+    verdict = (
+        None if report_input is None or report_input.assessment is None else report_input.assessment.verdict
+    )
+    return AuditResult(audited_weeks=tuple(audited), report_path=report_path, verdict=verdict)
 
 
-def _audit_drop(db: str, name: str, drop: Drop, settings: DropSettings) -> str | None:
-    """Audit one drop; returns None on success, else the one-line error (also stored with the run)."""
+def _audit_drop(
+    db: str, name: str, drop: Drop, listing: RegistryListing, settings: DropSettings
+) -> DriftConfig | str:
+    """Audit one drop; returns its drift thresholds on success, else the one-line error (also
+    stored with the run)."""
     run_id = start_run_task(db, name, drop, flow_run.id)
     try:
         loaded = load_task(drop, settings.trust_model_code, settings.custom_modules)
         outcomes = compute_task(loaded, settings.methods, settings.random_state)
-        store_task(db, run_id, loaded, outcomes)
+        copies = copies_task(loaded, settings.methods, settings.random_state) if loaded.copies else ()
+        frozen = frozen_task(
+            db,
+            name,
+            loaded,
+            listing,
+            settings.methods,
+            settings.random_state,
+            settings.trust_model_code,
+            settings.custom_modules,
+        )
+        store_task(db, run_id, loaded, outcomes, copies, frozen)
     except Exception as error:  # recorded with the run and reported by the flow's final state
         message = one_line(error)
         record_failure_task(db, run_id, message)
         get_run_logger().error("%s: audit failed: %s", drop.week, message)
         return message
-    return None
+    return loaded.config.drift
 
 
 def _render_newest(
     db: str,
     name: str,
+    listing: RegistryListing,
     out_dir: Path,
     week: dt.date | None,
     audited: list[dt.date],
     latest_input: ReportInput | None,
-) -> Path | None:
+) -> tuple[ReportInput | None, Path | None]:
     """Render the report of a re-audited `week`, or of the newest audited drop.
 
     No report is written when a requested re-audit failed: its old figures would pass for new ones.
     """
     if week is not None and week not in audited:
-        return None
+        return None, None
     report_week = week or latest_week_task(db, name)
     if report_week is None:
         get_run_logger().warning("no audited drop yet: no report written")
-        return None
+        return None, None
     if latest_input is None or latest_input.current.week != report_week:
-        latest_input = compare_task(db, name, report_week)
-    return render_task(db, latest_input, out_dir)
+        latest_input = compare_task(db, name, report_week, _drift_config(listing, report_week))
+    return latest_input, render_task(db, latest_input, out_dir)
+
+
+def _drift_config(listing: RegistryListing, week: dt.date) -> DriftConfig:
+    """The ``[drift]`` thresholds of the drop of `week` (defaults when it is gone or has none)."""
+    drop = next((d for d in listing.drops if d.week == week), None)
+    if drop is None:
+        return DriftConfig()
+    try:
+        return read_drop_config(drop.config_path).drift
+    except AuditError as error:
+        get_run_logger().warning("%s; default drift thresholds used", error)
+        return DriftConfig()

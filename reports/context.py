@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 from audit.types import (
     AuditSummary,
+    DriftAssessment,
+    FeatureAssessment,
     FeatureChange,
+    FeatureDrift,
+    FeatureVerdict,
     Importance,
     MethodComparison,
     MethodOutcome,
@@ -33,6 +37,39 @@ class ComparisonLine:
     top_k: int
     #: How many of this week's top k features were also in the previous top k.
     top_k_shared: int | None
+    kendall: float | None = None
+    ndcg: float | None = None
+    #: Mean distance (steps) between the two drops' normalised time profiles, if any.
+    profile_distance: float | None = None
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """One feature of the "What changed" table: a change beyond noise, or weaker evidence."""
+
+    feature: str
+    #: "changed", "new", "removed", or "weak" (flagged by one method only).
+    verdict: str
+    agreement: int
+    n_methods: int
+    #: The strongest flagging method, its change relative to the method's scale, and its band.
+    method: str | None
+    relative_change: float | None
+    #: The noise band as text: "+-18%", or "-72% to +255%" when lopsided.
+    band: str | None
+    #: Lag shift (steps) and its band, when the time profile moved.
+    profile_distance: float | None
+    profile_band: float | None
+    #: "model", "data", "both", "unclear" or None (frozen-set comparison).
+    cause: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    method: str
+    other_method: str
+    spearman: float | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +87,10 @@ class MoverRow:
     rank_change: int | None
     #: "up", "down", "same", or "" when the feature is missing from one of the drops.
     direction: str
+    #: The noise band of this feature's change ("+-18%"), None without a drift call.
+    band: str | None = None
+    #: The change is beyond the band for this method.
+    beyond_noise: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +150,11 @@ class ReportContext:
     previous_week: dt.date | None
     run_id: int
     top_n: int
+    #: "ok", "warn", "alert", or None for a first drop (nothing to compare).
+    verdict: str | None
+    verdict_reason: str | None
+    verdict_rows: tuple[VerdictRow, ...]
+    agreement: tuple[AgreementRow, ...]
     comparisons: tuple[ComparisonLine, ...]
     sections: tuple[MethodSection, ...]
     notices: tuple[MethodNotice, ...]
@@ -137,6 +183,7 @@ def build_context(report_input: ReportInput, *, top_n: int = 30, movers: int = 1
         raise ValueError(f"movers must be 0 or more (rows of the movers table), got {movers}")
     current, previous = report_input.current, report_input.previous
     comparisons = {comparison.method: comparison for comparison in report_input.comparisons}
+    assessment = report_input.assessment
     model = current.model
     return ReportContext(
         model_name=current.model_name,
@@ -144,12 +191,19 @@ def build_context(report_input: ReportInput, *, top_n: int = 30, movers: int = 1
         previous_week=None if previous is None else previous.week,
         run_id=current.run_id,
         top_n=top_n,
+        verdict=None if assessment is None else assessment.verdict.value,
+        verdict_reason=None if assessment is None else assessment.reason,
+        verdict_rows=() if assessment is None else _verdict_rows(assessment),
+        agreement=()
+        if assessment is None
+        else tuple(AgreementRow(a.method, a.other_method, a.spearman) for a in assessment.agreement),
         comparisons=tuple(_comparison_line(c) for c in report_input.comparisons),
         sections=tuple(
             _section(
                 importance,
                 previous,
                 comparisons.get(importance.method),
+                assessment,
                 current_week=current.week,
                 top_n=top_n,
                 movers=movers,
@@ -215,6 +269,40 @@ def _comparison_line(comparison: MethodComparison) -> ComparisonLine:
         spearman=comparison.spearman,
         top_k=comparison.top_k,
         top_k_shared=None if overlap is None else round(overlap * comparison.top_k),
+        kendall=comparison.kendall,
+        ndcg=comparison.ndcg,
+        profile_distance=comparison.profile_distance,
+    )
+
+
+def _verdict_rows(assessment: DriftAssessment) -> tuple[VerdictRow, ...]:
+    """Features that changed, were added or removed, then those flagged by one method only."""
+    rows = []
+    for feature in assessment.features:
+        weak = feature.verdict is FeatureVerdict.STABLE and bool(feature.methods_flagged)
+        if feature.verdict is FeatureVerdict.STABLE and not weak:
+            continue
+        strongest = (
+            assessment.drift(feature.methods_flagged[0], feature.feature) if feature.methods_flagged else None
+        )
+        rows.append(_verdict_row(feature, strongest, "weak" if weak else feature.verdict.value))
+    return tuple(rows)
+
+
+def _verdict_row(feature: FeatureAssessment, drift: FeatureDrift | None, verdict: str) -> VerdictRow:
+    value_moved = drift is not None and drift.value_changed
+    return VerdictRow(
+        feature=feature.feature,
+        verdict=verdict,
+        agreement=feature.agreement,
+        n_methods=feature.n_methods,
+        method=None if drift is None else drift.method,
+        relative_change=drift.relative if drift is not None and value_moved else None,
+        band=drift.band.describe() if drift is not None and value_moved and drift.band else None,
+        profile_distance=None if drift is None or value_moved else drift.profile_distance,
+        profile_band=None if drift is None or value_moved else drift.profile_band,
+        cause=None if feature.cause is None else feature.cause.value,
+        reason=feature.reason,
     )
 
 
@@ -222,6 +310,7 @@ def _section(
     importance: Importance,
     previous: AuditSummary | None,
     comparison: MethodComparison | None,
+    assessment: DriftAssessment | None,
     *,
     current_week: dt.date,
     top_n: int,
@@ -259,7 +348,12 @@ def _section(
         n_more=n_features - n_charted,
         has_previous=previous_importance is not None,
         compared=comparison is not None,
-        movers=() if comparison is None else tuple(_mover_row(c) for c in comparison.biggest_movers[:movers]),
+        movers=()
+        if comparison is None
+        else tuple(
+            _mover_row(c, None if assessment is None else assessment.drift(importance.method, c.feature))
+            for c in comparison.biggest_movers[:movers]
+        ),
         rest=tuple(
             FeatureRow(
                 feature=importance.feature_names[i],
@@ -282,7 +376,7 @@ def _rank_by_name(importance: Importance | None) -> dict[str, int]:
     return {name: int(rank) for name, rank in zip(importance.feature_names, importance.ranks, strict=True)}
 
 
-def _mover_row(change: FeatureChange) -> MoverRow:
+def _mover_row(change: FeatureChange, drift: FeatureDrift | None) -> MoverRow:
     rank_change = change.rank_change
     if rank_change is None:
         direction = ""
@@ -297,11 +391,16 @@ def _mover_row(change: FeatureChange) -> MoverRow:
         previous_value=change.previous_value,
         value=change.value,
         delta=change.delta,
-        relative_change=change.relative_change,
+        # with a drift call, the change its noise band applies to: relative to the method's scale
+        relative_change=drift.relative
+        if drift is not None and drift.change is not None
+        else change.relative_change,
         previous_rank=change.previous_rank,
         rank=change.rank,
         rank_change=rank_change,
         direction=direction,
+        band=None if drift is None or drift.band is None else drift.band.describe(),
+        beyond_noise=drift is not None and drift.value_changed,
     )
 
 

@@ -1,8 +1,8 @@
 """The SQL schema, as SQLAlchemy 2 ORM classes. Analysts query it (see docs/sql.md): names are stable.
 
 Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
-the migrations and these classes agree). Views (``importance_history``) are created by the
-migrations, which own their SQL.
+the migrations and these classes agree). Views (``importance_history``, ``importance_changes``,
+``audit_verdicts``, ``top_features``) are created by the migrations, which own their SQL.
 """
 
 from __future__ import annotations
@@ -125,7 +125,10 @@ class ImportanceRow(Base):
     __tablename__ = "importances"
     __table_args__ = (
         UniqueConstraint("run_id", "method", "feature", name="uq_importances_run_method_feature"),
+        # one feature over the weeks (importance_history WHERE feature = ...)
         Index("ix_importances_feature_method", "feature", "method"),
+        # the top k of a drop and method (top_features, importance_history WHERE rank <= k)
+        Index("ix_importances_run_method_rank", "run_id", "method", "rank"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -168,3 +171,192 @@ class ComparisonRow(Base):
     spearman: Mapped[float | None] = mapped_column(Float)
     top_k: Mapped[int] = mapped_column(Integer)
     top_k_overlap: Mapped[float | None] = mapped_column(Float)
+    kendall: Mapped[float | None] = mapped_column(Float)
+    #: SageMaker Clarify's nDCG (relevance = previous drop's values, order = this drop's ranking).
+    ndcg: Mapped[float | None] = mapped_column(Float)
+    #: Mean earth mover's distance (steps) between the two drops' normalised time profiles.
+    profile_distance: Mapped[float | None] = mapped_column(Float)
+
+
+class FeatureDriftRow(Base):
+    """One feature of one method: its change since the previous drop, noise band and verdict.
+
+    `change` is the centred log ratio of audit/drift.py; `relative_change` = exp(change) - 1 and
+    `band_percent` = exp(band_half_width) - 1 say the same as relative changes (0.18 = +-18%).
+    """
+
+    __tablename__ = "feature_drifts"
+    __table_args__ = (
+        UniqueConstraint("run_id", "method", "feature", name="uq_feature_drifts_run_method_feature"),
+        Index("ix_feature_drifts_feature_method", "feature", "method"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    previous_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(512))
+    value: Mapped[float | None] = mapped_column(Float)
+    previous_value: Mapped[float | None] = mapped_column(Float)
+    delta: Mapped[float | None] = mapped_column(Float)
+    delta_se: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    previous_rank: Mapped[int | None] = mapped_column(Integer)
+    rank_change: Mapped[int | None] = mapped_column(Integer)
+    change: Mapped[float | None] = mapped_column(Float)
+    relative_change: Mapped[float | None] = mapped_column(Float)
+    band_scale: Mapped[float | None] = mapped_column(Float)
+    band_half_width: Mapped[float | None] = mapped_column(Float)
+    band_percent: Mapped[float | None] = mapped_column(Float)
+    band_sampling_scale: Mapped[float | None] = mapped_column(Float)
+    band_source: Mapped[str | None] = mapped_column(String(32))
+    band_observations: Mapped[int | None] = mapped_column(Integer)
+    z: Mapped[float | None] = mapped_column(Float)
+    profile_distance: Mapped[float | None] = mapped_column(Float)
+    profile_band: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(16))
+
+
+class FeatureVerdictRow(Base):
+    """One feature over the verdict methods of a run: how many flagged it, and the human reason."""
+
+    __tablename__ = "feature_verdicts"
+    __table_args__ = (UniqueConstraint("run_id", "feature", name="uq_feature_verdicts_run_feature"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(512))
+    verdict: Mapped[str] = mapped_column(String(16))
+    #: Comma-separated, strongest evidence first.
+    methods_flagged: Mapped[str] = mapped_column(Text)
+    n_flagged: Mapped[int] = mapped_column(Integer)
+    n_methods: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(16))
+    strength: Mapped[float] = mapped_column(Float)
+    cause: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class DropVerdictRow(Base):
+    """The headline of a run against the previous drop's run: ok, warn or alert, and why."""
+
+    __tablename__ = "drop_verdicts"
+    __table_args__ = (UniqueConstraint("run_id", name="uq_drop_verdicts_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    previous_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    #: Earlier week-to-week comparisons the noise bands were learned from.
+    n_history: Mapped[int] = mapped_column(Integer)
+    #: Reseeded copies of the model in the drop.
+    n_copies: Mapped[int] = mapped_column(Integer)
+    #: Comma-separated methods whose changes decide the verdict.
+    verdict_methods: Mapped[str] = mapped_column(Text)
+
+
+class MethodAgreementRow(Base):
+    """Rank agreement (Spearman) between two methods on one run's importances."""
+
+    __tablename__ = "method_agreement"
+    __table_args__ = (
+        UniqueConstraint("run_id", "method", "other_method", name="uq_method_agreement_run_methods"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(64))
+    other_method: Mapped[str] = mapped_column(String(64))
+    spearman: Mapped[float | None] = mapped_column(Float)
+
+
+class ModelImportanceRow(Base):
+    """One feature's importance by one method for one more model of a run: a reseeded copy
+    (kind ``copy``, label = its file name) or the previous drop's model on this drop's eval sample
+    (kind ``frozen``, label = the previous drop's week)."""
+
+    __tablename__ = "model_importances"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id",
+            "kind",
+            "label",
+            "method",
+            "feature",
+            name="uq_model_importances_run_kind_label_method_feature",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(512))
+    method: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(512))
+    position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    std: Mapped[float | None] = mapped_column(Float)
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class ModelProfileRow(Base):
+    """One cell of a time x feature profile of one more model of a run (see `ModelImportanceRow`)."""
+
+    __tablename__ = "model_profiles"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id",
+            "kind",
+            "label",
+            "method",
+            "feature",
+            "step",
+            name="uq_model_profiles_run_kind_label_method_feature_step",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(512))
+    method: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(512))
+    step: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class FeatureRow(Base):
+    """One input feature of a drop's primary model: its name and position on the input's last axis.
+
+    Replaced with the figures when the drop is re-audited."""
+
+    __tablename__ = "features"
+    __table_args__ = (
+        UniqueConstraint("drop_id", "position", name="uq_features_drop_position"),
+        UniqueConstraint("drop_id", "name", name="uq_features_drop_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    drop_id: Mapped[int] = mapped_column(ForeignKey("model_drops.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(512))
+
+
+class ReportDeliveryRow(Base):
+    """One delivery of a run's report: the file written (``written``), then e-mailed (``sent``) or not
+    (``failed``, with the error). Kept when a re-audit supersedes the run: it is a delivery log."""
+
+    __tablename__ = "report_deliveries"
+    __table_args__ = (Index("ix_report_deliveries_run", "run_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    #: Comma-separated recipients; NULL when the report was only written.
+    emailed_to: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)

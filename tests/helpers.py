@@ -73,7 +73,22 @@ def small_registry(root: Path, weeks: Sequence[dt.date], *, n_features: int = 4,
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
     """Row count of every table of the schema (alembic's own table aside)."""
-    names = ["model_drops", "audit_runs", "method_results", "importances", "profiles", "comparisons"]
+    names = [
+        "model_drops",
+        "audit_runs",
+        "method_results",
+        "importances",
+        "profiles",
+        "comparisons",
+        "feature_drifts",
+        "feature_verdicts",
+        "drop_verdicts",
+        "method_agreement",
+        "model_importances",
+        "model_profiles",
+        "features",
+        # not report_deliveries: a log that grows whenever a report is written, re-runs included
+    ]
     with engine.connect() as connection:
         return {
             name: connection.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one() for name in names

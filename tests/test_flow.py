@@ -15,7 +15,7 @@ from audit.methods import registered_methods
 from flows.cli import main
 from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
-from tests.helpers import small_registry, table_counts, write_drop
+from tests.helpers import mlp_ignoring, small_registry, table_counts, write_drop
 
 WEEKS = [dt.date(2014, 10, 27), dt.date(2014, 11, 3), dt.date(2014, 11, 10)]
 pytestmark = pytest.mark.slow
@@ -70,6 +70,51 @@ def test_audits_every_drop_compares_and_writes_the_newest_report(tmp_path: Path,
     assert isinstance(redo, AuditResult) and redo.audited_weeks == (WEEKS[1],)
     assert table_counts(make_engine(db_url)) == {**counts, "audit_runs": counts["audit_runs"] + 1}
     assert redo.report_path == out / "2014-11-03" / "report.html"
+
+
+def test_verdicts_copies_and_frozen_set_are_stored_and_reported(tmp_path: Path, db_url: str) -> None:
+    registry = small_registry(tmp_path, WEEKS)
+    mlp_ignoring(4, 3, seed=50).save(registry / "2014-11-10" / "model_seed1.keras")
+    out = tmp_path / "out"
+    methods = ["permutation", "integrated_gradients", "weight_sum"]
+
+    result = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(out), methods=methods)
+
+    assert isinstance(result, AuditResult) and result.verdict is not None
+    with make_engine(db_url).connect() as connection:
+        verdicts = connection.execute(
+            sa.text("SELECT week, previous_week, verdict, reason FROM audit_verdicts ORDER BY week")
+        ).all()
+        extra = connection.execute(
+            sa.text(
+                "SELECT d.week, m.kind, m.label, m.method, COUNT(*) AS n FROM model_importances m "
+                "JOIN audit_runs r ON r.id = m.run_id JOIN model_drops d ON d.id = r.drop_id "
+                "GROUP BY d.week, m.kind, m.label, m.method ORDER BY d.week, m.kind, m.method"
+            )
+        ).all()
+        changes = connection.execute(
+            sa.text("SELECT DISTINCT method FROM importance_changes WHERE week = :week"),
+            {"week": WEEKS[2]},
+        ).scalars()
+        changed_methods = set(changes)
+    assert [(str(v.week), str(v.previous_week)) for v in verdicts] == [
+        (str(WEEKS[1]), str(WEEKS[0])),
+        (str(WEEKS[2]), str(WEEKS[1])),
+    ]
+    assert verdicts[-1].verdict == result.verdict.value and verdicts[-1].reason
+    # the copy is scored with every method, the previous model (frozen set) with the data methods
+    assert {(str(e.week), e.kind, e.label, e.method, e.n) for e in extra} == {
+        (str(WEEKS[1]), "frozen", str(WEEKS[0]), "integrated_gradients", 4),
+        (str(WEEKS[1]), "frozen", str(WEEKS[0]), "permutation", 4),
+        (str(WEEKS[2]), "frozen", str(WEEKS[1]), "integrated_gradients", 4),
+        (str(WEEKS[2]), "frozen", str(WEEKS[1]), "permutation", 4),
+        (str(WEEKS[2]), "copy", "model_seed1.keras", "integrated_gradients", 4),
+        (str(WEEKS[2]), "copy", "model_seed1.keras", "permutation", 4),
+        (str(WEEKS[2]), "copy", "model_seed1.keras", "weight_sum", 4),
+    }
+    assert changed_methods == set(methods)
+    html = result.report_path.read_text(encoding="utf-8") if result.report_path else ""
+    assert f'class="verdict verdict-{result.verdict.value}"' in html
 
 
 def test_drop_without_eval_sample_runs_weight_methods_and_says_why(tmp_path: Path) -> None:

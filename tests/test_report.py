@@ -8,6 +8,7 @@ comparisons computed here from the ranks of both weeks.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import html as html_lib
 import re
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audit.compare import compare_audits
+from audit.drift import assess_drift
 from audit.types import (
     AuditSummary,
     FeatureChange,
@@ -36,6 +39,7 @@ from audit.types import (
 from reports.charts import MAX_LABEL_CHARS, chart_label, importance_bars
 from reports.context import build_context
 from reports.render import (
+    format_correlation,
     format_number,
     format_percent,
     format_seconds,
@@ -261,6 +265,7 @@ def test_headline_has_one_line_per_method() -> None:
         shared = round((comparison.top_k_overlap or 0) * comparison.top_k)
         line = (
             f"{comparison.method}: Spearman {comparison.spearman:.2f}, "
+            f"Kendall {format_correlation(comparison.kendall)}, nDCG {format_correlation(comparison.ndcg)}, "
             f"top-{comparison.top_k} overlap {shared}/{comparison.top_k}"
         )
         assert line in text
@@ -408,3 +413,48 @@ def test_bad_arguments_name_the_value() -> None:
         build_context(report_input, top_n=0)
     with pytest.raises(ValueError, match="movers must be 0 or more"):
         build_context(report_input, movers=-1)
+
+
+# (d) drift verdicts --------------------------------------------------------------------------
+
+
+def _with_drift(names: Sequence[str], collapsed: str | None) -> ReportInput:
+    """Both weeks from the same importances; `collapsed` falls 98% this week in every method."""
+    previous = [make_importance(m, names, seed=i) for i, m in enumerate(METHODS)]
+    current = []
+    for importance in previous:
+        values = importance.values.copy()
+        if collapsed is not None:
+            values[list(names).index(collapsed)] *= 0.02
+        current.append(dataclasses.replace(importance, values=values, std=0.1 * values))
+    now, before = make_summary(WEEK, current), make_summary(PREVIOUS_WEEK, previous, run_id=6)
+    return ReportInput(
+        current=now,
+        previous=before,
+        comparisons=compare_audits(now, before),
+        assessment=assess_drift(now, before),
+    )
+
+
+def test_alert_banner_and_what_changed_table_name_the_feature_escaped() -> None:
+    names = (NASTY, *feature_names(6))
+    document = render_report(_with_drift(names, collapsed=NASTY))
+    text = visible_text(document)
+    assert "<script" not in document.lower()
+    assert 'class="verdict verdict-alert"' in document
+    assert f"ALERT: 1 feature changed beyond noise: {NASTY}: " in text
+    # 98% of the raw value, about 94% relative to the method's median change
+    assert re.search(r"importance fell 9\d% \(noise band -\d\d% to \+\d\d\d%\), 2 of 2 methods agree", text)
+    assert "What changed" in text
+    table = text.split("What changed")[1]
+    assert f"Cause {NASTY} changed 2 of 2 -9" in table
+    assert "no history yet: default noise bands" in text
+    assert "; * beyond the band." in text
+
+
+def test_no_change_is_an_ok_banner_without_a_table() -> None:
+    document = render_report(_with_drift(feature_names(6), collapsed=None))
+    text = visible_text(document)
+    assert 'class="verdict verdict-ok"' in document
+    assert "OK: no feature moved beyond its noise band in 2 methods" in text
+    assert "What changed" not in text
