@@ -31,8 +31,8 @@ def compare_importances(
     """
     if current.method != previous.method:
         raise ValueError(f"cannot compare {current.method} with {previous.method}")
-    now = _by_name(current)
-    before = _by_name(previous)
+    now = values_and_ranks(current)
+    before = values_and_ranks(previous)
     changes = tuple(
         FeatureChange(
             feature=name,
@@ -123,7 +123,8 @@ def compare_audits(
     return tuple(comparisons)
 
 
-def _by_name(importance: Importance) -> dict[str, tuple[float, int]]:
+def values_and_ranks(importance: Importance) -> dict[str, tuple[float, int]]:
+    """(value, rank) of every feature, by name."""
     ranks = importance.ranks
     return {
         name: (float(importance.values[i]), int(ranks[i])) for i, name in enumerate(importance.feature_names)

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from audit.compare import profile_distances
+from audit.compare import profile_distances, values_and_ranks
 from audit.types import (
     AuditSummary,
     BandSource,
@@ -278,8 +278,8 @@ def method_drifts(
     share_before = shares(previous) if previous.has_values else {}
     model_part = _frozen_changes(current, frozen, config)
     data_part = _frozen_changes(frozen, previous, config) if frozen is not None else {}
-    now = _by_name(current)
-    before = _by_name(previous)
+    now = values_and_ranks(current)
+    before = values_and_ranks(previous)
     names = list(dict.fromkeys([*current.feature_names, *previous.feature_names]))
     drifts = []
     for name in names:
@@ -323,13 +323,6 @@ def method_drifts(
             )
         )
     return tuple(drifts)
-
-
-def _by_name(importance: Importance) -> dict[str, tuple[float, int]]:
-    ranks = importance.ranks
-    return {
-        name: (float(importance.values[i]), int(ranks[i])) for i, name in enumerate(importance.feature_names)
-    }
 
 
 def _method_verdict(

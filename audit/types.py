@@ -426,7 +426,7 @@ class BandSource(StrEnum):
 
 
 class Cause(StrEnum):
-    """Frozen-set comparison: why a feature's importance moved (see `FrozenSplit`)."""
+    """Frozen-set comparison: why a feature's importance moved (see audit/drift.py)."""
 
     #: The previous model, scored on this week's data, does not show the change: the model changed.
     MODEL = "model"
