@@ -50,7 +50,7 @@ def compare_importances(
     distances = profile_distances(current, previous)
     return MethodComparison(
         method=current.method,
-        spearman=_spearman(magnitude_now, magnitude_before),
+        spearman=spearman(magnitude_now, magnitude_before),
         top_k=k,
         top_k_overlap=_top_k_overlap(current, previous, k),
         changes=changes,
@@ -137,7 +137,8 @@ def _union_in_order(first: tuple[str, ...], second: tuple[str, ...]) -> list[str
     return list(seen)
 
 
-def _spearman(current: list[float], previous: list[float]) -> float | None:
+def spearman(current: list[float], previous: list[float]) -> float | None:
+    """Spearman's rho of two aligned lists; None with fewer than 3 values or a constant side."""
     if len(current) < 3 or np.ptp(current) == 0 or np.ptp(previous) == 0:
         return None
     rho = float(stats.spearmanr(current, previous).statistic)

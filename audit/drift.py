@@ -55,9 +55,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
-from audit.compare import profile_distances, values_and_ranks
+from audit.compare import profile_distances, spearman, values_and_ranks
 from audit.types import (
     AuditSummary,
     BandSource,
@@ -605,12 +604,6 @@ def method_agreement(summary: AuditSummary) -> tuple[MethodAgreement, ...]:
 
 
 def _spearman_by_name(a: Importance, b: Importance, names: Sequence[str]) -> float | None:
-    if len(names) < 3:
-        return None
     va = dict(zip(a.feature_names, _magnitudes(a), strict=True))
     vb = dict(zip(b.feature_names, _magnitudes(b), strict=True))
-    x, y = [va[n] for n in names], [vb[n] for n in names]
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    rho = float(stats.spearmanr(x, y).statistic)
-    return None if math.isnan(rho) else rho
+    return spearman([va[n] for n in names], [vb[n] for n in names])

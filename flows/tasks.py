@@ -166,8 +166,7 @@ def frozen_task(
     if not loaded.config.drift.frozen_set or loaded.sample is None:
         return None
     with Session(engine_for(db_url)) as session:
-        before = repository.previous_audit(session, model_name, week)
-    previous_week = None if before is None else before.week
+        previous_week = repository.previous_week(session, model_name, week)
     previous = next((drop for drop in listing.drops if drop.week == previous_week), None)
     if previous_week is None or previous is None:
         if previous_week is not None:

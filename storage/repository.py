@@ -410,6 +410,20 @@ def previous_audit(session: Session, model_name: str, week: dt.date) -> AuditSum
     return None if run is None else _summary(session, run)
 
 
+def previous_week(session: Session, model_name: str, week: dt.date) -> dt.date | None:
+    """The week of the latest drop before `week` with a current audit (no figures are loaded)."""
+    return session.scalars(
+        select(ModelDrop.week)
+        .join(AuditRun, AuditRun.drop_id == ModelDrop.id)
+        .where(
+            ModelDrop.model_name == model_name,
+            ModelDrop.week < week,
+            AuditRun.status == RunStatus.SUCCEEDED.value,
+        )
+        .order_by(ModelDrop.week.desc())
+    ).first()
+
+
 def recent_audits(session: Session, model_name: str, before_week: dt.date, limit: int) -> list[AuditSummary]:
     """The current audits of the `limit` latest drops before `before_week`, oldest first.
 
