@@ -190,6 +190,23 @@ def per_sample_loss(outputs: FloatArray, y: FloatArray, task: Task, *, sigmoid: 
     return np.asarray(-np.log(np.clip(p_true, _EPSILON, 1.0)).mean(axis=1), dtype=np.float64)
 
 
+def per_sample_accuracy(outputs: FloatArray, y: FloatArray, *, sigmoid: bool = False) -> FloatArray:
+    """1 where the predicted class is the label, per sample (several steps or sigmoid units: the
+    share right).
+
+    Same layouts as `per_sample_loss`: softmax probabilities (n_samples, n_steps * n_classes) with
+    one label per step, or independent sigmoid units (or one unit) with one 0/1 label per unit.
+    """
+    labels = y.reshape(y.shape[0], -1)
+    if sigmoid or outputs.shape[1] == 1:
+        predicted = outputs >= 0.5
+        return np.asarray(np.mean(predicted == (labels >= 0.5), axis=1), dtype=np.float64)
+    per_step = outputs.reshape(outputs.shape[0], labels.shape[1], -1)
+    return np.asarray(
+        np.mean(np.argmax(per_step, axis=2) == labels.astype(np.int64), axis=1), dtype=np.float64
+    )
+
+
 def check_labels(
     y: FloatArray, outputs: int | tuple[int | None, ...], *, sigmoid: bool = False
 ) -> str | None:

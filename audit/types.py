@@ -363,6 +363,22 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ModelEvaluation:
+    """How well the model fits its eval sample: the loss and one headline metric, both on `n_samples`.
+
+    Regression: loss "mse", metric "r2". Classification: loss "cross_entropy", metric "accuracy".
+    Shown in the report's model facts so a reader can tell a model that got worse from one that
+    merely relies on other features.
+    """
+
+    loss_name: str
+    loss: float
+    metric_name: str
+    metric: float
+    n_samples: int
+
+
+@dataclass(frozen=True)
 class AuditSummary:
     """Everything stored about one audited drop: what the report and the comparison read back."""
 
@@ -382,6 +398,8 @@ class AuditSummary:
     copies: tuple[ModelImportances, ...] = ()
     #: The previous drop's model scored on this drop's eval sample (the frozen-set comparison).
     frozen: ModelImportances | None = None
+    #: Loss and metric of the model on its eval sample (None: no sample, or audited before 0006).
+    evaluation: ModelEvaluation | None = None
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:
@@ -617,6 +635,30 @@ class ReportInput:
     previous: AuditSummary | None
     comparisons: tuple[MethodComparison, ...]
     assessment: DriftAssessment | None = None
+    #: Recent weeks' figures of the top features, one entry per method, oldest week first.
+    history: tuple[ImportanceHistory, ...] = ()
+    #: Weeks without a drop between `previous.week` and `current.week` (a retrain was skipped).
+    missing_weeks: tuple[dt.date, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportanceHistory:
+    """One method's importance of a few features over recent weeks, read from SQL for the report.
+
+    values[w, j] is feature_names[j]'s value in weeks[w]; NaN where that week has no figure.
+    """
+
+    method: str
+    weeks: tuple[dt.date, ...]
+    feature_names: tuple[str, ...]
+    values: FloatArray
+
+    def __post_init__(self) -> None:
+        expected = (len(self.weeks), len(self.feature_names))
+        if self.values.shape != expected:
+            raise ValueError(
+                f"{self.method}: history values have shape {self.values.shape}, expected {expected}"
+            )
 
 
 def ranks_of(values: npt.ArrayLike) -> npt.NDArray[np.int64]:

@@ -1,4 +1,4 @@
-"""The ``drift-audit`` command line: ``run``, ``demo``, ``db upgrade`` and ``history``.
+"""The ``drift-audit`` command line: ``run``, ``backfill``, ``demo``, ``db upgrade`` and ``history``.
 
 Exit status: 0 when the audit succeeded (whether or not anything drifted), 1 with a one-line error
 on stderr when it failed, 2 for a usage error.
@@ -7,12 +7,13 @@ on stderr when it failed, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -37,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        return int(args.handler(args))
+        with _progress(args):
+            return int(args.handler(args))
     except AuditError as error:
         print(f"drift-audit: error: {error}", file=sys.stderr)
         return 1
@@ -82,10 +84,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="importable module that registers custom layers (repeatable); imported before loading",
     )
+    run.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    _runner_arguments(run)
+    _email_arguments(run)
     run.set_defaults(handler=_run)
+    _backfill_parser(commands)
 
-    demo = commands.add_parser("demo", help="build the Beijing PM2.5 demo registry and audit it")
+    demo = commands.add_parser(
+        "demo",
+        help="build the Beijing PM2.5 demo registry and audit it",
+        description="Build the Beijing PM2.5 demo registry and audit it. The report is e-mailed only when"
+        " the environment sets DRIFT_AUDIT_EMAIL_TO and the server (DRIFT_AUDIT_SMTP_*; see README).",
+    )
     demo.add_argument("--out", type=Path, default=DEMO_OUT, help=f"demo folder (default {DEMO_OUT})")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -117,6 +129,141 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backfill = commands.add_parser(
+        "backfill",
+        help="audit the drops of a date range, oldest first, each against the latest earlier drop",
+    )
+    backfill.add_argument("--registry", required=True, type=Path, help="folder holding one folder per drop")
+    backfill.add_argument(
+        "--from", dest="from_week", type=_week, help="first drop date of the range (default: the first drop)"
+    )
+    backfill.add_argument(
+        "--to", dest="to_week", type=_week, help="last drop date of the range (default: the last drop)"
+    )
+    backfill.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file <out>/drift-audit.db)")
+    backfill.add_argument("--out", type=Path, default=Path("drift-audit-output"), help="report folder")
+    backfill.add_argument("--model-name", help="name stored with the figures (default: registry folder name)")
+    backfill.add_argument(
+        "--redo", action="store_true", help="re-audit drops of the range that already have figures too"
+    )
+    backfill.add_argument("--methods", type=_names, help="comma-separated methods to run (default: all)")
+    backfill.add_argument("--seed", type=int, default=0, help="random seed of randomised methods (default 0)")
+    backfill.add_argument(
+        "--trust-model-code", action="store_true", help="allow model files that embed Python code"
+    )
+    backfill.add_argument(
+        "--custom-module", action="append", default=[], metavar="MODULE", help="as for `run` (repeatable)"
+    )
+    backfill.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    _runner_arguments(backfill)
+    _email_arguments(backfill)
+    backfill.set_defaults(handler=_backfill)
+
+
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the method tasks run (`run` and `backfill`)."""
+    parser.add_argument(
+        "--task-runner",
+        choices=("default", "dask"),
+        default="default",
+        help="where the method tasks run: threads of this process (default) or a Dask cluster",
+    )
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="scheduler of a running Dask cluster, e.g. tcp://scheduler:8786 (env DRIFT_AUDIT_DASK_ADDRESS;"
+        " default with --task-runner dask: a local cluster of 2 worker processes)",
+    )
+
+
+def _email_arguments(parser: argparse.ArgumentParser) -> None:
+    """E-mail options of `run` and `backfill`; each unset option falls back to its DRIFT_AUDIT_* variable."""
+    email = parser.add_argument_group("e-mail (sent when recipients are configured; see README)")
+    email.add_argument(
+        "--email", action=argparse.BooleanOptionalAction, default=True, help="e-mail the report (default on)"
+    )
+    email.add_argument(
+        "--email-to", action="append", metavar="ADDR", help="recipient (repeatable; env DRIFT_AUDIT_EMAIL_TO)"
+    )
+    email.add_argument("--email-from", metavar="ADDR", help="sender address (env DRIFT_AUDIT_EMAIL_FROM)")
+    email.add_argument("--smtp-host", metavar="HOST", help="SMTP server (env DRIFT_AUDIT_SMTP_HOST)")
+    email.add_argument(
+        "--smtp-port", type=_port, metavar="N", help="default 587, 465 with ssl (env DRIFT_AUDIT_SMTP_PORT)"
+    )
+    email.add_argument(
+        "--smtp-security",
+        choices=("starttls", "ssl", "none"),
+        help="default starttls (env DRIFT_AUDIT_SMTP_SECURITY)",
+    )
+    email.add_argument(
+        "--smtp-block",
+        metavar="NAME",
+        help="Prefect EmailServerCredentials block with server and login (env DRIFT_AUDIT_SMTP_BLOCK)",
+    )
+
+
+def _email_options(args: argparse.Namespace) -> dict[str, object]:
+    """The flow's e-mail parameters from the options (None: the flow reads the environment).
+
+    The server (--smtp-host/-port/-security) is not among them: see `_smtp_environment`.
+    """
+    return {
+        "email_to": args.email_to,
+        "email_from": args.email_from,
+        "smtp_block": args.smtp_block,
+        "send_email": args.email,
+    }
+
+
+#: --smtp-* options -> the environment variables `flows.delivery` reads.
+_SMTP_ENVIRONMENT = {
+    "smtp_host": "DRIFT_AUDIT_SMTP_HOST",
+    "smtp_port": "DRIFT_AUDIT_SMTP_PORT",
+    "smtp_security": "DRIFT_AUDIT_SMTP_SECURITY",
+}
+
+
+@contextlib.contextmanager
+def _smtp_environment(args: argparse.Namespace) -> Iterator[None]:
+    """The --smtp-* options as DRIFT_AUDIT_SMTP_* variables while the (in-process) flow runs.
+
+    A password from the environment is only sent to DRIFT_AUDIT_SMTP_HOST, never to a host given as
+    a flow parameter (anyone who can start a deployment run sets those): the operator's own
+    --smtp-host is the environment's, so it stays allowed.
+    """
+    given = {
+        name: str(getattr(args, option))
+        for option, name in _SMTP_ENVIRONMENT.items()
+        if getattr(args, option) is not None
+    }
+    saved = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _port(text: str) -> int:
+    number = _positive(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return number
+
+
+def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """Progress bars on stderr for the commands that run the flow (`--quiet` turns them off)."""
+    from flows import progress
+
+    quiet = getattr(args, "quiet", None)
+    return contextlib.nullcontext() if quiet is None or quiet else progress.reporting()
+
+
 def _positive(text: str) -> int:
     try:
         number = int(text)
@@ -139,17 +286,46 @@ def _names(text: str) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _audit(
-        registry=args.registry,
-        db_url=args.db,
-        out_dir=args.out,
-        week=args.week,
-        model_name=args.model_name,
-        methods=args.methods,
-        random_state=args.seed,
-        trust_model_code=args.trust_model_code,
-        custom_modules=args.custom_module,
-    )
+    with _smtp_environment(args):
+        return _audit(
+            registry=args.registry,
+            db_url=args.db,
+            out_dir=args.out,
+            week=args.week,
+            model_name=args.model_name,
+            methods=args.methods,
+            random_state=args.seed,
+            trust_model_code=args.trust_model_code,
+            custom_modules=args.custom_module,
+            task_runner=args.task_runner,
+            dask_address=args.dask_address,
+            email=_email_options(args),
+        )
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from audit.registry import discover_drops
+    from audit.schedule import drops_in_range
+
+    # the range checked before Prefect starts: a bad range fails in a second, with the drops listed
+    drops_in_range(discover_drops(args.registry).drops, args.from_week, args.to_week)
+    with _smtp_environment(args):
+        return _audit(
+            registry=args.registry,
+            db_url=args.db,
+            out_dir=args.out,
+            model_name=args.model_name,
+            methods=args.methods,
+            random_state=args.seed,
+            trust_model_code=args.trust_model_code,
+            custom_modules=args.custom_module,
+            from_week=args.from_week,
+            to_week=args.to_week,
+            redo=args.redo,
+            task_runner=args.task_runner,
+            dask_address=args.dask_address,
+            email=_email_options(args),
+        )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -173,10 +349,17 @@ def _audit(
     random_state: int = 0,
     trust_model_code: bool = False,
     custom_modules: list[str] | None = None,
+    from_week: dt.date | None = None,
+    to_week: dt.date | None = None,
+    redo: bool = False,
+    task_runner: str = "default",
+    dask_address: str | None = None,
+    email: Mapping[str, object] | None = None,
 ) -> int:
+    from flows.runners import task_runner as make_task_runner
     from flows.weekly_audit import AuditResult, one_line, weekly_audit
 
-    state = weekly_audit(
+    state = weekly_audit.with_options(task_runner=make_task_runner(task_runner, dask_address))(
         registry=str(registry),
         db_url=db_url,
         out_dir=str(out_dir),
@@ -186,6 +369,10 @@ def _audit(
         random_state=random_state,
         trust_model_code=trust_model_code,
         custom_modules=custom_modules,
+        from_week=from_week,
+        to_week=to_week,
+        redo=redo,
+        **(email or {}),
         return_state=True,
     )
     result = state.result(raise_on_failure=False)

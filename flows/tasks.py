@@ -1,42 +1,58 @@
-"""Prefect tasks: one call each into audit/, storage/ or reports/. No logic of their own.
+"""Prefect tasks: the steps of the flow, each calling into audit/, storage/ or reports/ and logging
+what it did; the little logic they hold is choosing what to call (which drops, which previous week).
 
-Tasks log through Prefect's run logger; nothing here prints. Tasks that hold Keras models or
-arrays opt out of Prefect's input-hash cache (NO_CACHE): caching on content hashes is a separate
-concern (issue 8).
+Tasks log through Prefect's run logger; nothing here prints. These tasks opt out of Prefect's
+input-hash cache (NO_CACHE): they read or write files and the database, so their result is only
+valid now. The expensive method tasks, cached on content hashes, are in flows/method_tasks.py.
+
+Tasks that do I/O (load, start-run, store, record-failure, compare, render, the frozen-set model)
+retry a transient I/O error with backoff (`IO_RETRIES`, `is_transient_error`): a dropped database
+connection, a timeout, a network or disk error. Anything else (an `AuditError` on bad input, a bug,
+TensorFlow running out of memory, a missing file) would fail the same way again and is not retried.
+Method tasks never retry: a method's own failure is a result.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefect import get_run_logger, task
+import httpx
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from audit.compare import compare_audits
 from audit.drift import assess_drift
 from audit.eval_sample import describe_rows
+from audit.evaluation import evaluate_model
 from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
+from audit.model_formats import model_content_hash
 from audit.registry import RegistryListing, discover_drops
-from audit.runner import run_method, select_methods
+from audit.schedule import drops_in_range, missing_weeks, stale_comparisons
 from audit.types import (
     AuditError,
     DriftConfig,
     Drop,
     DropVerdict,
-    Importance,
     MethodOutcome,
-    MethodStatus,
+    ModelEvaluation,
     ModelImportances,
     ReportInput,
 )
-from reports.render import render_report, write_report
+from flows.method_tasks import DropInputs, FrozenModel, remember_model
+from reports.context import HISTORY_FEATURES, HISTORY_WEEKS
+from reports.render import render_outputs, write_report
+from reports.rendered import RenderedReport
 from storage import repository
+from storage.history import report_history
 from storage.session import make_engine, upgrade_database
 
 
@@ -44,6 +60,46 @@ from storage.session import make_engine, upgrade_database
 def engine_for(db_url: str) -> Engine:
     """One engine per database URL for the life of the process (engines pool connections)."""
     return make_engine(db_url)
+
+
+#: Retries of an I/O task after a transient error (a dropped database connection, a locked SQLite
+#: file, a slow network share): 2 more tries, after about 2 s then 4 s (exponential backoff, each
+#: delay randomly stretched by up to `IO_RETRY_JITTER`, so concurrent runs do not retry in step).
+IO_RETRY_COUNT = 2
+IO_RETRY_BACKOFF_SECONDS = 2.0
+IO_RETRY_JITTER = 0.5
+
+
+#: OS errors about the path rather than the medium: trying again fails the same way.
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """Whether `error` is transient I/O, worth trying again: a database that is unreachable, locked or
+    dropped the connection, a timeout, a network error (the Prefect API's too), an OS I/O error
+    other than a missing, forbidden or mistyped path."""
+    if isinstance(error, OperationalError):
+        return True
+    if isinstance(error, DBAPIError):
+        return bool(error.connection_invalidated)
+    if isinstance(error, (TimeoutError, ConnectionError, httpx.TransportError)):
+        return True
+    return isinstance(error, OSError) and not isinstance(error, _PERMANENT_OS_ERRORS)
+
+
+def _retry_condition(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
+    """Prefect's retry condition of the I/O tasks: retry only a transient error (`is_transient_error`)."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, BaseException) and is_transient_error(error)
+
+
+#: Keyword arguments of `@task` for the tasks that do I/O.
+IO_RETRIES: dict[str, object] = {
+    "retries": IO_RETRY_COUNT,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=IO_RETRY_BACKOFF_SECONDS),
+    "retry_jitter_factor": IO_RETRY_JITTER,
+    "retry_condition_fn": _retry_condition,
+}
 
 
 @task(name="upgrade-database", cache_policy=NO_CACHE)
@@ -63,23 +119,49 @@ def discover_task(registry: Path) -> RegistryListing:
 
 @task(name="plan", cache_policy=NO_CACHE)
 def plan_task(
-    db_url: str, model_name: str, listing: RegistryListing, week: dt.date | None
+    db_url: str,
+    model_name: str,
+    listing: RegistryListing,
+    week: dt.date | None,
+    from_week: dt.date | None = None,
+    to_week: dt.date | None = None,
+    redo: bool = False,
 ) -> tuple[Drop, ...]:
-    """The drops to audit: just `week` (re-audit) or every drop without current figures."""
+    """The drops to audit, oldest first: just `week` (re-audit), or the drops from `from_week` to
+    `to_week` (default: all) without current figures, or with `redo` every drop of that range."""
+    if week is not None and (from_week is not None or to_week is not None):
+        raise AuditError("pass either one week to re-audit or a range (from/to), not both")
     if week is not None:
         chosen = [drop for drop in listing.drops if drop.week == week]
         if not chosen:
             weeks = ", ".join(d.week.isoformat() for d in listing.drops) or "none"
             raise AuditError(f"no drop for week {week.isoformat()} in the registry (drops: {weeks})")
         return tuple(chosen)
+    in_range = drops_in_range(listing.drops, from_week, to_week)
     with Session(engine_for(db_url)) as session:
         done = repository.audited_weeks(session, model_name)
-    pending = tuple(drop for drop in listing.drops if drop.week not in done)
-    get_run_logger().info("%d drop(s) to audit, %d already audited", len(pending), len(done))
+    pending = in_range if redo else tuple(drop for drop in in_range if drop.week not in done)
+    redone = sum(drop.week in done for drop in pending)
+    get_run_logger().info(
+        "%d drop(s) to audit (%d re-audited), %d already audited", len(pending), redone, len(done)
+    )
     return pending
 
 
-@task(name="start-run", cache_policy=NO_CACHE)
+@task(name="stale-comparisons", cache_policy=NO_CACHE)
+def stale_comparisons_task(db_url: str, model_name: str, audited: Sequence[dt.date]) -> tuple[dt.date, ...]:
+    """Already-audited weeks whose previous drop changed because `audited` got new figures (a
+    backfilled gap or a re-audit): their comparison and drift call must be made again."""
+    with Session(engine_for(db_url)) as session:
+        weeks = repository.audited_weeks(session, model_name)
+    stale = stale_comparisons(weeks, audited)
+    if stale:
+        listed = ", ".join(w.isoformat() for w in stale)
+        get_run_logger().info("comparing again (their previous drop changed): %s", listed)
+    return stale
+
+
+@task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
 def start_run_task(db_url: str, model_name: str, drop: Drop, flow_run_id: str | None) -> int:
     with Session(engine_for(db_url)) as session, session.begin():
         return repository.start_run(
@@ -91,7 +173,7 @@ def start_run_task(db_url: str, model_name: str, drop: Drop, flow_run_id: str | 
         )
 
 
-@task(name="load", cache_policy=NO_CACHE)
+@task(name="load", cache_policy=NO_CACHE, **IO_RETRIES)
 def load_task(drop: Drop, trust_model_code: bool, custom_modules: tuple[str, ...]) -> LoadedDrop:
     loaded = load_drop(drop, trust_model_code=trust_model_code, custom_modules=custom_modules)
     sample = loaded.sample
@@ -110,53 +192,36 @@ def load_task(drop: Drop, trust_model_code: bool, custom_modules: tuple[str, ...
     return loaded
 
 
-@task(name="compute", cache_policy=NO_CACHE)
-def compute_task(
-    loaded: LoadedDrop, methods: Sequence[str] | None, random_state: int
-) -> tuple[MethodOutcome, ...]:
-    logger = get_run_logger()
-    outcomes = []
-    for spec in select_methods(methods):
-        outcome = run_method(loaded, spec, random_state=random_state)
-        if outcome.status is MethodStatus.OK:
-            logger.info("%s: %s done in %.1f s", loaded.drop.week, spec.name, outcome.seconds)
-        else:
-            logger.warning("%s: %s %s: %s", loaded.drop.week, spec.name, outcome.status, outcome.reason)
-        outcomes.append(outcome)
-    return tuple(outcomes)
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(loaded: LoadedDrop) -> ModelEvaluation | None:
+    """The model's loss and metric on its eval sample (None without a sample with targets).
 
-
-@task(name="compute-copies", cache_policy=NO_CACHE)
-def copies_task(
-    loaded: LoadedDrop, methods: Sequence[str] | None, random_state: int
-) -> tuple[ModelImportances, ...]:
-    """The same methods on the drop's reseeded copies of the model: a direct measure of retraining noise."""
+    A failure here is logged and leaves the audit without an evaluation: it must not fail the figures.
+    """
     logger = get_run_logger()
-    results = []
-    for path, copy in zip(loaded.drop.model_paths[1:], loaded.copies, strict=True):
-        outcomes = [
-            run_method(dataclasses.replace(loaded, model=copy), spec, random_state=random_state)
-            for spec in select_methods(methods)
-        ]
-        results.append(ModelImportances(path.name, _importances(outcomes)))
+    try:
+        evaluation = evaluate_model(loaded.model, loaded.sample, loaded.target)
+    except Exception as error:
+        logger.warning("%s: model not evaluated: %s", loaded.drop.week, " ".join(str(error).split()))
+        return None
+    if evaluation is not None:
         logger.info(
-            "%s: copy %s audited (%d methods)", loaded.drop.week, path.name, len(results[-1].importances)
+            "%s: %s %.4g, %s %.4g on %d samples",
+            loaded.drop.week,
+            evaluation.loss_name,
+            evaluation.loss,
+            evaluation.metric_name,
+            evaluation.metric,
+            evaluation.n_samples,
         )
-    return tuple(results)
+    return evaluation
 
 
-@task(name="compute-frozen-set", cache_policy=NO_CACHE)
-def frozen_task(
-    db_url: str,
-    model_name: str,
-    loaded: LoadedDrop,
-    listing: RegistryListing,
-    methods: Sequence[str] | None,
-    random_state: int,
-    trust_model_code: bool,
-    custom_modules: tuple[str, ...],
-) -> ModelImportances | None:
-    """The previous drop's model scored on this week's eval sample (the frozen-set comparison).
+@task(name="frozen-set-model", cache_policy=NO_CACHE, **IO_RETRIES)
+def frozen_model_task(
+    db_url: str, model_name: str, loaded: LoadedDrop, inputs: DropInputs, listing: RegistryListing
+) -> FrozenModel | None:
+    """The previous drop's model, checked to take this week's eval sample (the frozen-set comparison).
 
     None, with the reason logged, when it cannot be done: the drop has no eval sample or is the
     first, the previous model is gone from the registry, or it does not take this week's input.
@@ -175,28 +240,23 @@ def frozen_task(
             )
         return None
     try:
+        content_hash = model_content_hash(previous.model_path)
         model = load_model(
-            previous.model_path, trust_model_code=trust_model_code, custom_modules=custom_modules
+            previous.model_path,
+            trust_model_code=inputs.trust_model_code,
+            custom_modules=inputs.custom_modules,
         )
         check_sample_fits(model, loaded.sample, loaded.target)
     except AuditError as error:
         logger.warning("%s: no frozen-set comparison: %s", week, error)
         return None
-    frozen = dataclasses.replace(loaded, model=model, copies=())
-    outcomes = [
-        run_method(frozen, spec, random_state=random_state)
-        for spec in select_methods(methods)
-        if spec.needs_eval_sample
-    ]
-    logger.info("%s: previous model (%s) scored on this week's sample", week, previous_week)
-    return ModelImportances(previous_week.isoformat(), _importances(outcomes))
+    frozen = FrozenModel(previous_week, previous.model_path, content_hash)
+    remember_model(model, frozen, inputs)
+    logger.info("%s: the previous model (%s) is scored on this week's sample too", week, previous_week)
+    return frozen
 
 
-def _importances(outcomes: Sequence[MethodOutcome]) -> tuple[Importance, ...]:
-    return tuple(outcome.importance for outcome in outcomes if outcome.importance is not None)
-
-
-@task(name="store", cache_policy=NO_CACHE)
+@task(name="store", cache_policy=NO_CACHE, **IO_RETRIES)
 def store_task(
     db_url: str,
     run_id: int,
@@ -204,6 +264,7 @@ def store_task(
     outcomes: tuple[MethodOutcome, ...],
     copies: tuple[ModelImportances, ...] = (),
     frozen: ModelImportances | None = None,
+    evaluation: ModelEvaluation | None = None,
 ) -> None:
     sample = loaded.sample
     with Session(engine_for(db_url)) as session, session.begin():
@@ -221,16 +282,17 @@ def store_task(
             n_eval_rows_in_file=None if sample is None else sample.n_rows_read,
             n_eval_rows_dropped=None if sample is None else sample.n_dropped_rows,
             eval_sampling_seed=None if sample is None else sample.sampling_seed,
+            evaluation=evaluation,
         )
 
 
-@task(name="record-failure", cache_policy=NO_CACHE)
+@task(name="record-failure", cache_policy=NO_CACHE, **IO_RETRIES)
 def record_failure_task(db_url: str, run_id: int, error: str) -> None:
     with Session(engine_for(db_url)) as session, session.begin():
         repository.record_failure(session, run_id, error)
 
 
-@task(name="compare", cache_policy=NO_CACHE)
+@task(name="compare", cache_policy=NO_CACHE, **IO_RETRIES)
 def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: DriftConfig) -> ReportInput:
     """Compare the drop of `week` with the latest earlier audited drop, make the drift call, store both."""
     with Session(engine_for(db_url)) as session, session.begin():
@@ -244,7 +306,17 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
             history = repository.recent_audits(session, model_name, previous.week, drift_config.history_weeks)
             assessment = assess_drift(current, previous, history, drift_config)
             repository.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
+        # exactly what the report's history charts draw (weeks, top features): nothing fetched in vain
+        importance_history = report_history(
+            session, model_name, week, weeks=HISTORY_WEEKS, top_k=HISTORY_FEATURES
+        )
     logger = get_run_logger()
+    gaps = () if previous is None else missing_weeks(previous.week, week)
+    if gaps and previous is not None:  # a skipped retrain: the change spans more than one week
+        weeks = ", ".join(gap.isoformat() for gap in gaps)
+        logger.warning(
+            "no drop for week%s of %s: compared with %s", "s" if len(gaps) > 1 else "", weeks, previous.week
+        )
     for comparison in comparisons:
         logger.info(
             "%s vs %s, %s: Spearman %s, nDCG %s, top-%d overlap %s",
@@ -259,23 +331,32 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
     if assessment is not None:
         log = logger.info if assessment.verdict is DropVerdict.OK else logger.warning
         log("%s: drift verdict %s: %s", week, assessment.verdict.value.upper(), assessment.reason)
-    return ReportInput(current=current, previous=previous, comparisons=comparisons, assessment=assessment)
+    return ReportInput(
+        current=current,
+        previous=previous,
+        comparisons=comparisons,
+        assessment=assessment,
+        missing_weeks=gaps,
+        history=importance_history,
+    )
 
 
 def _fixed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-@task(name="render", cache_policy=NO_CACHE)
-def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> Path:
-    path = write_report(render_report(report_input), out_dir, report_input.current.week)
+@task(name="render", cache_policy=NO_CACHE, **IO_RETRIES)
+def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> tuple[Path, RenderedReport]:
+    """Draw the charts once, write the standalone report, and hand both documents on (the e-mail)."""
+    rendered = render_outputs(report_input)
+    path = write_report(rendered.html, out_dir, report_input.current.week)
     with Session(engine_for(db_url)) as session, session.begin():
         repository.set_report_path(session, report_input.current.run_id, path)
         repository.record_delivery(
             session, report_input.current.run_id, path, status=repository.DeliveryStatus.WRITTEN
         )
     get_run_logger().info("report written to %s", path)
-    return path
+    return path, rendered
 
 
 @task(name="latest-audited-week", cache_policy=NO_CACHE)

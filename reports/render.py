@@ -1,4 +1,10 @@
-"""Render the weekly report to one self-contained HTML file, and write it atomically.
+"""Render the weekly report to a self-contained HTML file and an email body, and write it atomically.
+
+One `ReportContext` (charts drawn once, as PNG bytes) is rendered twice by the same template: the
+standalone file carries the images as ``data:`` URIs, the email refers to them as ``cid:`` parts.
+The template writes every image source through `image_src`, so the two never differ otherwise
+than in how images are referenced and in how long tables are folded (the email must stay under
+Gmail's clipping size, about 102 KB, so its tables stop after `EMAIL_TABLE_ROWS` rows).
 
 The Jinja environment escapes everything (`autoescape=True`, not `select_autoescape`): feature
 names come from users' data and may hold markup. Number formatting lives in the filters below,
@@ -7,6 +13,7 @@ registered on the environment, so the template only says which filter a value ne
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import math
@@ -18,24 +25,64 @@ from pathlib import Path
 import jinja2
 
 from audit.types import ReportInput
-from reports.context import ReportContext, build_context
+from reports.context import HISTORY_WEEKS, Chart, ReportContext, build_context
+from reports.rendered import InlineImage, RenderedReport
 
 TEMPLATE = "report.html"
 #: Shown for a figure that does not exist (first drop, feature missing in one week, NaN).
 MISSING = "—"
 SIGNIFICANT_DIGITS = 3
 HASH_CHARS = 12
+#: Rows of a long table in the email (the standalone file folds the rest into <details>).
+EMAIL_TABLE_ROWS = 10
 
 
 def render_report(report_input: ReportInput, *, top_n: int = 30) -> str:
-    """The full HTML document of the report of `report_input.current`."""
+    """The standalone HTML document of the report of `report_input.current` (images as data URIs)."""
     return render_context(build_context(report_input, top_n=top_n))
 
 
-def render_context(context: ReportContext) -> str:
-    """Render an already gathered `ReportContext` (the template sees its fields as variables)."""
-    variables = {field.name: getattr(context, field.name) for field in fields(context)}
+def render_outputs(
+    report_input: ReportInput,
+    *,
+    top_n: int = 30,
+    movers: int = 10,
+    history_weeks: int = HISTORY_WEEKS,
+) -> RenderedReport:
+    """Both documents of the report, from one context: the standalone file and the email body.
+
+    The charts are drawn once; `images` holds them in document order, each with the Content-ID the
+    email's ``cid:`` sources name.
+    """
+    context = build_context(report_input, top_n=top_n, movers=movers, history_weeks=history_weeks)
+    return RenderedReport(
+        context=context,
+        html=render_context(context),
+        email_html=render_context(context, email=True),
+        images=tuple(InlineImage(cid=chart.cid, png=chart.png, alt=chart.alt) for chart in context.charts),
+    )
+
+
+def render_context(context: ReportContext, *, email: bool = False) -> str:
+    """Render an already gathered `ReportContext` (the template sees its fields as variables).
+
+    `email=False`: the standalone document, images as data URIs, long tables folded into
+    <details>. `email=True`: images as ``cid:`` references, long tables cut after
+    `EMAIL_TABLE_ROWS` rows with a line saying how many more the report file holds.
+    """
+    variables: dict[str, object] = {field.name: getattr(context, field.name) for field in fields(context)}
+    variables.update(email=email, fold=EMAIL_TABLE_ROWS, image_src=cid_source if email else data_uri_source)
     return _environment().get_template(TEMPLATE).render(**variables)
+
+
+def data_uri_source(chart: Chart) -> str:
+    """An image source that carries the PNG itself (the standalone file opens offline)."""
+    return "data:image/png;base64," + base64.b64encode(chart.png).decode("ascii")
+
+
+def cid_source(chart: Chart) -> str:
+    """An image source naming the email's inline part (Gmail does not show data: images)."""
+    return f"cid:{chart.cid}"
 
 
 def write_report(html: str, out_dir: Path, week: dt.date) -> Path:
@@ -85,6 +132,9 @@ def _environment() -> jinja2.Environment:
         rank=format_rank,
         rank_move=format_rank_move,
         overlap=format_overlap,
+        dates=format_dates,
+        fraction_pct=format_fraction_percent,
+        steps=format_steps,
     )
     return environment
 
@@ -102,6 +152,14 @@ def format_number(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> str:
         return f"{value:.{digits - 1}e}"
     decimals = max(digits - 1 - magnitude, 0)
     return f"{value:,.{decimals}f}"
+
+
+def format_steps(value: float | None) -> str:
+    """A shift of a time profile in steps, to two decimals: an EMD of 2.5e-17 is rounding, shown as 0."""
+    if value is None or math.isnan(value):
+        return MISSING
+    rounded = round(value, 2)
+    return "0" if rounded == 0 else f"{rounded:.2f}"
 
 
 def format_signed(value: float | None, digits: int = SIGNIFICANT_DIGITS) -> str:
@@ -173,3 +231,15 @@ def format_rank_move(rank_change: int | None) -> str:
     if rank_change == 0:
         return "="
     return f"▲ {rank_change}" if rank_change > 0 else f"▼ {-rank_change}"
+
+
+def format_dates(weeks: tuple[dt.date, ...] | list[dt.date]) -> str:
+    """Dates as a list: "2026-03-09, 2026-03-16"."""
+    return ", ".join(week.isoformat() for week in weeks)
+
+
+def format_fraction_percent(fraction: float | None) -> str:
+    """A share as an unsigned percentage with 2 significant digits: 0.0123 -> 1.2%."""
+    if fraction is None or math.isnan(fraction):
+        return MISSING
+    return f"{format_number(fraction * 100, 2)}%"

@@ -1,4 +1,5 @@
-"""The importance history of the latest audited weeks, as rows: the query of ``drift-audit history``.
+"""The importance history of the latest audited weeks: the rows of ``drift-audit history`` and the
+arrays of the report's history charts (`report_history`).
 
 The same figures as the ``importance_history`` view, each with its drift call (``importance_changes``
 verdict) when the drop was compared with a previous one. Filters are bound parameters.
@@ -9,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+from collections.abc import Sequence
 
+import numpy as np
 from sqlalchemy import Select, and_, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from audit.types import AuditError, RunStatus
+from audit.types import AuditError, ImportanceHistory, RunStatus
 from storage.models import AuditRun, FeatureDriftRow, ImportanceRow, ModelDrop
 
 DEFAULT_WEEKS = 12
+#: Features per method in the report's history charts.
+DEFAULT_TOP_K = 10
 #: Names listed in an error message, at most.
 _LISTED = 12
 
@@ -154,3 +159,82 @@ def _listing(wanted: str, known: list[str]) -> str:
     names = [*close, *(name for name in known if name not in close)]
     more = len(names) - _LISTED
     return ", ".join(names[:_LISTED]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def report_history(
+    session: Session,
+    model_name: str,
+    week: dt.date,
+    *,
+    weeks: int = DEFAULT_WEEKS,
+    top_k: int = DEFAULT_TOP_K,
+) -> tuple[ImportanceHistory, ...]:
+    """Recent figures of this week's top features, one `ImportanceHistory` per method.
+
+    For each method with per-feature figures in the drop of `week`: its `top_k` features by this
+    week's rank (rank 1 first), and their values in the `weeks` latest audited drops of
+    `model_name` up to and including `week`, oldest first. Only current figures count (succeeded
+    runs: failed runs have none, a re-audit's superseded run is skipped); a feature without a
+    figure in a week (added later, or not scored) is NaN there. Methods come in the order the
+    audit stored them. Empty when `week` has no current audit.
+
+    Two queries: the drops' current runs, then the figures of those runs joined to this week's
+    top rows (``importances (run_id, method, rank)`` finds them; the unique
+    ``(run_id, method, feature)`` index the other weeks' values).
+    """
+    if weeks < 1:
+        raise ValueError(f"weeks must be >= 1, got {weeks}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    runs = session.execute(
+        select(ModelDrop.week, AuditRun.id)
+        .join(AuditRun, AuditRun.drop_id == ModelDrop.id)
+        .where(
+            ModelDrop.model_name == model_name,
+            ModelDrop.week <= week,
+            AuditRun.status == RunStatus.SUCCEEDED.value,
+        )
+        .order_by(ModelDrop.week.desc(), AuditRun.id.desc())
+        .limit(weeks)
+    ).all()
+    if not runs or runs[0].week != week:
+        return ()
+    chosen = sorted(runs)  # oldest week first
+    week_of_run = {run.id: index for index, run in enumerate(chosen)}
+    top = (
+        select(ImportanceRow.id, ImportanceRow.method, ImportanceRow.feature, ImportanceRow.rank)
+        .where(ImportanceRow.run_id == runs[0].id, ImportanceRow.rank <= top_k)
+        .subquery()
+    )
+    figures = session.execute(
+        select(top.c.method, top.c.feature, top.c.rank, ImportanceRow.run_id, ImportanceRow.value)
+        .select_from(top)
+        .join(
+            ImportanceRow, and_(ImportanceRow.method == top.c.method, ImportanceRow.feature == top.c.feature)
+        )
+        .where(ImportanceRow.run_id.in_(list(week_of_run)))
+        .order_by(top.c.id)
+    ).all()
+    return _histories(
+        [(f.method, f.feature, f.rank, week_of_run[f.run_id], f.value) for f in figures],
+        tuple(run.week for run in chosen),
+    )
+
+
+def _histories(
+    figures: Sequence[tuple[str, str, int, int, float]], weeks: tuple[dt.date, ...]
+) -> tuple[ImportanceHistory, ...]:
+    """One `ImportanceHistory` per method, in the order methods first appear in `figures`, from
+    (method, feature, this week's rank, index of the week, value); features by rank."""
+    by_method: dict[str, dict[str, tuple[int, dict[int, float]]]] = {}
+    for method, feature, rank, week_index, value in figures:
+        by_method.setdefault(method, {}).setdefault(feature, (rank, {}))[1][week_index] = value
+    histories = []
+    for method, features in by_method.items():
+        ranked = sorted(features.items(), key=lambda item: item[1][0])
+        values = np.full((len(weeks), len(ranked)), np.nan)
+        for column, (_, (_, by_week)) in enumerate(ranked):
+            for row, value in by_week.items():
+                values[row, column] = value
+        histories.append(ImportanceHistory(method, weeks, tuple(name for name, _ in ranked), values))
+    return tuple(histories)

@@ -97,6 +97,12 @@ class AuditRun(Base):
     n_eval_rows_dropped: Mapped[int | None]
     #: Seed of the subsample when the file held more than max_eval_samples usable rows.
     eval_sampling_seed: Mapped[int | None]
+    #: How well the model fits its eval sample (audit/evaluation.py): "mse" or "cross_entropy",
+    #: and "r2" or "accuracy"; NULL without targets, and for runs audited before revision 0006.
+    eval_loss_name: Mapped[str | None] = mapped_column(String(32))
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    eval_metric_name: Mapped[str | None] = mapped_column(String(32))
+    eval_metric: Mapped[float | None] = mapped_column(Float)
     report_path: Mapped[str | None] = mapped_column(Text)
 
     drop: Mapped[ModelDrop] = relationship(back_populates="runs")

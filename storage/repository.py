@@ -43,6 +43,7 @@ from audit.types import (
     MethodComparison,
     MethodOutcome,
     MethodStatus,
+    ModelEvaluation,
     ModelFacts,
     ModelImportances,
     RunStatus,
@@ -183,18 +184,26 @@ def record_success(
     copies: Sequence[ModelImportances] = (),
     frozen: ModelImportances | None = None,
     feature_names: Sequence[str] | None = None,
+    evaluation: ModelEvaluation | None = None,
 ) -> None:
     """Store a finished audit's figures and make them the drop's current ones.
 
     `copies` (the drop's reseeded models) and `frozen` (the previous drop's model on this drop's
     eval sample) are stored beside the primary model's figures, labelled by `ModelImportances.label`.
     `feature_names` (the primary model's input features, in input order; default: those of the
-    first method with per-feature figures) replace the drop's rows of `features`.
+    first method with per-feature figures) replace the drop's rows of `features`. `evaluation` is the
+    model's loss and metric on the eval sample (None: not evaluated; its `n_samples` must be
+    `n_eval_samples`).
     Figures of earlier runs of the same drop (their comparisons and drift calls included) are
     deleted and those runs marked ``superseded``, in the caller's transaction: readers see either
     the old figures or the new ones, never both. The drop's row is locked first, so two audits of
     the same drop storing at once are serialized (the later one supersedes the earlier one).
     """
+    if evaluation is not None and evaluation.n_samples != n_eval_samples:
+        raise ValueError(
+            f"evaluation covers {evaluation.n_samples} samples but the run audited {n_eval_samples}; "
+            "evaluate the model on the run's eval sample"
+        )
     labels = [copy.label for copy in copies]
     if len(set(labels)) != len(labels):
         raise ValueError(f"copies must have distinct labels, got {labels}")
@@ -240,6 +249,7 @@ def record_success(
     run.n_eval_rows_in_file = n_eval_rows_in_file
     run.n_eval_rows_dropped = n_eval_rows_dropped
     run.eval_sampling_seed = eval_sampling_seed
+    _set_evaluation(run, evaluation)
     run.status = RunStatus.SUCCEEDED.value
     run.finished_at = utc_now()
 
@@ -250,6 +260,27 @@ def _feature_names(outcomes: Sequence[MethodOutcome]) -> tuple[str, ...]:
         if outcome.importance is not None and outcome.importance.feature_names:
             return tuple(outcome.importance.feature_names)
     return ()
+
+
+def _set_evaluation(run: AuditRun, evaluation: ModelEvaluation | None) -> None:
+    """The evaluation's columns of `run` (NULL without one; a non-finite loss or metric is NULL)."""
+    run.eval_loss_name = None if evaluation is None else evaluation.loss_name
+    run.eval_loss = None if evaluation is None else _finite(evaluation.loss)
+    run.eval_metric_name = None if evaluation is None else evaluation.metric_name
+    run.eval_metric = None if evaluation is None else _finite(evaluation.metric)
+
+
+def _evaluation(run: AuditRun) -> ModelEvaluation | None:
+    """The stored evaluation of `run` (NaN for a loss or metric stored as NULL), None without one."""
+    if run.eval_loss_name is None or run.eval_metric_name is None:
+        return None
+    return ModelEvaluation(
+        loss_name=run.eval_loss_name,
+        loss=math.nan if run.eval_loss is None else run.eval_loss,
+        metric_name=run.eval_metric_name,
+        metric=math.nan if run.eval_metric is None else run.eval_metric,
+        n_samples=run.n_eval_samples or 0,
+    )
 
 
 def record_failure(session: Session, run_id: int, error: str) -> None:
@@ -298,7 +329,8 @@ def update_delivery(
     message_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    """Set the outcome of a delivery (e.g. ``sent`` with its message id); None leaves a field as it was."""
+    """Set the outcome of a delivery (e.g. ``sent`` with its message id); None leaves a field as it was
+    and an empty `error` clears it (a delivery first logged as "sending" that then went out)."""
     row = session.get_one(ReportDeliveryRow, delivery_id)
     row.status = DeliveryStatus(status).value
     if emailed_to is not None:
@@ -306,7 +338,17 @@ def update_delivery(
     if message_id is not None:
         row.message_id = message_id
     if error is not None:
-        row.error = error[:_ERROR_LIMIT]
+        row.error = error[:_ERROR_LIMIT] or None
+
+
+def was_emailed(session: Session, run_id: int, message_id: str) -> bool:
+    """Whether the report of `run_id` with this Message-ID was already sent (a retry must not resend)."""
+    query = select(ReportDeliveryRow.id).where(
+        ReportDeliveryRow.run_id == run_id,
+        ReportDeliveryRow.message_id == message_id,
+        ReportDeliveryRow.status == DeliveryStatus.SENT.value,
+    )
+    return session.scalars(query.limit(1)).first() is not None
 
 
 def _recipients(emailed_to: Sequence[str] | str | None) -> str | None:
@@ -543,6 +585,7 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
         n_eval_rows_in_file=run.n_eval_rows_in_file,
         n_eval_rows_dropped=run.n_eval_rows_dropped,
         eval_sampling_seed=run.eval_sampling_seed,
+        evaluation=_evaluation(run),
         outcomes=outcomes,
         copies=tuple(model for kind, model in extra if kind is ModelKind.COPY),
         frozen=next((model for kind, model in extra if kind is ModelKind.FROZEN), None),

@@ -18,6 +18,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# A developer's shell may hold real mail or Dask settings: the tests never send mail or reach a
+# cluster unless a test sets these itself.
+for _name in [name for name in os.environ if name.startswith(("DRIFT_AUDIT_EMAIL", "DRIFT_AUDIT_SMTP"))]:
+    del os.environ[_name]
+os.environ.pop("DRIFT_AUDIT_DASK_ADDRESS", None)
 
 from collections.abc import Iterator  # noqa: E402
 

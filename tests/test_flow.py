@@ -57,6 +57,13 @@ def test_audits_every_drop_compares_and_writes_the_newest_report(tmp_path: Path,
     assert "grad_cam" in html and "sequence input" in html  # skipped, and the report says why
     counts = table_counts(make_engine(db_url))
     assert counts["comparisons"] == 2 * len(per_feature)  # weeks 2 and 3
+    with make_engine(db_url).connect() as connection:
+        fits = connection.execute(
+            sa.text("SELECT eval_loss_name, eval_loss, eval_metric_name, eval_metric FROM audit_runs")
+        ).all()
+    # y is each model's own output plus noise of sd 0.05: an mse near 0.0025 and an r2 near 1
+    assert [(r.eval_loss_name, r.eval_metric_name) for r in fits] == [("mse", "r2")] * 3
+    assert all(0.001 < r.eval_loss < 0.005 and r.eval_metric > 0.9 for r in fits)
 
     # A second run finds nothing new: no figures change, the newest report is written again.
     again = weekly_audit(registry=str(registry), db_url=db_url, out_dir=str(out), model_name="demo")

@@ -36,3 +36,12 @@ def test_schedule_is_monday_six_in_a_real_timezone() -> None:
     assert cron.timezone == schedule["timezone"]
     start = dt.datetime(2026, 11, 18, 12, 0)  # a Wednesday
     assert next(CronSim(cron.cron, start)) == dt.datetime(2026, 11, 23, 6, 0)  # next Monday, 06:00
+
+
+def test_every_required_flow_parameter_has_a_value() -> None:
+    path, name = str(_deployment()["entrypoint"]).split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    parameters = _deployment()["parameters"]
+    assert isinstance(parameters, dict)
+    missing = set(flow.parameters.required or ()) - {k for k, v in parameters.items() if v is not None}
+    assert not missing, f"prefect.yaml leaves required flow parameters unset: {sorted(missing)}"

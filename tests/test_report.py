@@ -1,8 +1,8 @@
 """The weekly HTML report: escaping, layout with many features, first drop, skipped methods,
 self-contained images, atomic writes, and no pyplot.
 
-Inputs are built by hand (no Keras, no database): importances from a seeded generator, and
-comparisons computed here from the ranks of both weeks.
+Inputs are built by hand (no Keras, no database): importances from a seeded generator
+(tests.report_builders), and comparisons computed here from the ranks of both weeks.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,12 +32,10 @@ from audit.types import (
     MethodComparison,
     MethodOutcome,
     MethodStatus,
-    ModelFacts,
     ReportInput,
-    Task,
     ranks_of,
 )
-from reports.charts import MAX_LABEL_CHARS, chart_label, importance_bars
+from reports.charts import MAX_LABEL_CHARS, chart_label, importance_bars, profile_heatmaps
 from reports.context import build_context
 from reports.render import (
     format_correlation,
@@ -44,10 +43,15 @@ from reports.render import (
     format_percent,
     format_seconds,
     format_signed,
+    format_steps,
     render_context,
     render_report,
     write_report,
 )
+from tests.report_builders import feature_names, make_importance, make_summary
+
+# Re-exported for tests/test_email.py, which imports these builders (and the constants below) from here.
+__all__ = ["METHODS", "NASTY", "PREVIOUS_WEEK", "WEEK", "feature_names", "make_importance", "make_summary"]
 
 WEEK = dt.date(2024, 5, 13)
 PREVIOUS_WEEK = dt.date(2024, 5, 6)
@@ -55,20 +59,6 @@ METHODS = ("permutation", "integrated_gradients")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NASTY = "<script>alert(\"x\")</script> & 'q'"
 SKIP_REASON = "no eval sample in the drop (add eval.npz or eval.csv)"
-
-
-def feature_names(n: int) -> tuple[str, ...]:
-    return tuple(f"feat_{i:03d}" for i in range(n))
-
-
-def make_importance(method: str, names: Sequence[str], seed: int, *, top: str | None = None) -> Importance:
-    """Seeded importances; `top`, if given, is made the most important feature."""
-    rng = np.random.default_rng(seed)
-    values = rng.gamma(2.0, 1.0, size=len(names))
-    if top is not None:
-        values[names.index(top)] = values.max() + 10.0
-    std = 0.1 * values
-    return Importance(method=method, feature_names=tuple(names), values=values, std=std)
 
 
 def compare(current: Importance, previous: Importance, top_k: int = 5) -> MethodComparison:
@@ -105,36 +95,6 @@ def compare(current: Importance, previous: Importance, top_k: int = 5) -> Method
     )
 
 
-def make_summary(
-    week: dt.date,
-    importances: Sequence[Importance],
-    *,
-    not_run: Sequence[MethodOutcome] = (),
-    run_id: int = 7,
-) -> AuditSummary:
-    n_features = len(importances[0].feature_names) if importances else 3
-    model = ModelFacts(
-        path=Path(f"/registry/{week.isoformat()}/model.keras"),
-        content_hash="sha256:" + "ab12" * 16,
-        input_shape=(None, n_features),
-        output_shape=(None, 2),
-        n_parameters=542_002,
-        task=Task.CLASSIFICATION,
-    )
-    outcomes = tuple(
-        MethodOutcome(imp.method, MethodStatus.OK, importance=imp, seconds=12.5) for imp in importances
-    ) + tuple(not_run)
-    return AuditSummary(
-        model_name="churn-weekly",
-        week=week,
-        run_id=run_id,
-        model=model,
-        n_eval_samples=2_000,
-        eval_source="eval.npz",
-        outcomes=outcomes,
-    )
-
-
 def make_input(
     names: Sequence[str],
     *,
@@ -166,8 +126,13 @@ def img_sources(document: str) -> list[str]:
     return re.findall(r'<img[^>]*\ssrc="([^"]*)"', document)
 
 
-def png_size(uri: str) -> tuple[int, int]:
-    data = base64.b64decode(uri.removeprefix("data:image/png;base64,"), validate=True)
+def png_size(image: str | bytes) -> tuple[int, int]:
+    """Size of a PNG given as bytes or as a data URI, read from its header by hand."""
+    data = (
+        image
+        if isinstance(image, bytes)
+        else base64.b64decode(image.removeprefix("data:image/png;base64,"), validate=True)
+    )
     assert data[:8] == PNG_MAGIC
     width, height = struct.unpack(">II", data[16:24])  # IHDR follows the signature
     return width, height
@@ -185,8 +150,9 @@ def test_feature_names_are_escaped_everywhere() -> None:
     escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;q&#39;"
     assert escaped in document
     alts = re.findall(r'<img[^>]*\salt="([^"]*)"', document)
-    assert len(alts) == len(METHODS)
-    assert all(escaped in alt for alt in alts)
+    # a bar chart and a rank-change chart per method, both naming the top feature
+    assert len(alts) == 2 * len(METHODS)
+    assert sum(escaped in alt for alt in alts) >= len(METHODS)
     assert "PM₂.₅ µg/m³" in document
     assert NASTY in visible_text(document)
 
@@ -235,17 +201,27 @@ def test_many_features_chart_the_top_n_and_table_the_rest() -> None:
     context = build_context(make_input(feature_names(85)), top_n=30)
     document = render_context(context)
 
-    assert len(img_sources(document)) == len(METHODS)
-    assert "55 more features in the table below" in visible_text(document)
+    assert len(img_sources(document)) == 2 * len(METHODS)  # bars and rank changes
+    assert "55 more in the table below" in visible_text(document)
     folded = re.findall(r"<details>(.*?)</details>", document, flags=re.S)
     assert len(folded) == len(METHODS)
     for section, block in zip(context.sections, folded, strict=True):
-        listed = re.findall(r'<td class="name">(feat_\d{3})</td>', block)
+        listed = re.findall(r'<td class="n">(feat_\d{3})</td>', block)
         assert len(listed) == 55
         charted = {c.feature for c in section.rest}
         assert set(listed) == charted
         # The table holds exactly the features the chart leaves out: ranks 31 to 85.
         assert [row.rank for row in section.rest] == list(range(31, 86))
+
+
+def test_heatmap_of_weeks_with_no_feature_in_common_draws_without_warnings() -> None:
+    # Every feature is new or removed: the difference panel is all NaN (its colour limit falls back).
+    current = np.array([[1.0, np.nan], [2.0, np.nan]])
+    previous = np.array([[np.nan, 3.0], [np.nan, 4.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = profile_heatmaps(("new", "gone"), current, previous, current_label="now", previous_label="then")
+    assert png.startswith(PNG_MAGIC)
 
 
 def test_chart_height_grows_with_the_number_of_bars() -> None:
@@ -301,7 +277,7 @@ def test_first_drop_has_nothing_to_compare() -> None:
     context = build_context(report_input)
     assert context.previous_week is None
     assert all(not s.has_previous and not s.movers for s in context.sections)
-    assert all("against" not in s.chart_alt for s in context.sections)
+    assert all("against" not in s.chart.alt and s.slope is None for s in context.sections)
 
 
 # (d) ------------------------------------------------------------------------------------------
@@ -319,7 +295,7 @@ def test_skipped_and_failed_methods_are_listed_with_reasons() -> None:
     assert f"permutation skipped: {SKIP_REASON}" in text
     assert "integrated_gradients failed: NaN gradients & <inf>" in text
     assert "NaN gradients &amp; &lt;inf&gt;" in document
-    assert len(img_sources(document)) == 1
+    assert len(img_sources(document)) == 2  # the one method's bars and rank changes
 
 
 # (e) ------------------------------------------------------------------------------------------
@@ -329,12 +305,12 @@ def test_images_are_inline_pngs_and_nothing_is_fetched() -> None:
     document = render_report(make_input(feature_names(40)), top_n=30)
 
     sources = img_sources(document)
-    assert len(sources) == len(METHODS)
+    assert len(sources) == 2 * len(METHODS)
     for src in sources:
         assert src.startswith("data:image/png;base64,")
-        width, height = png_size(src)
-        assert width == 700
-        assert height > 30 * 25
+        assert png_size(src)[0] == 700
+    # the bar charts (first of each method) hold 30 features
+    assert all(png_size(src)[1] > 30 * 25 for src in sources[::2])
     assert "http://" not in document
     assert "https://" not in document
     assert "<script" not in document
@@ -396,6 +372,12 @@ def test_rendering_never_imports_pyplot() -> None:
 )
 def test_format_number(value: float | None, expected: str) -> None:
     assert format_number(value) == expected
+
+
+def test_profile_shift_in_steps_reads_rounding_as_zero() -> None:
+    assert format_steps(2.54e-17) == "0"
+    assert format_steps(2.5417) == "2.54"
+    assert format_steps(None) == "—"
 
 
 def test_signed_percent_and_seconds() -> None:

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
-from audit.types import Importance, MethodOutcome, MethodStatus, ModelFacts, RunStatus, Task
+from audit.types import Importance, MethodOutcome, MethodStatus, ModelEvaluation, ModelFacts, RunStatus, Task
 from storage import repository
 from storage.models import AuditRun, Base
 from storage.session import alembic_config, make_engine, upgrade_database
@@ -217,3 +217,68 @@ def test_previous_audit_skips_gaps_and_weeks_are_listed(engine: sa.Engine) -> No
         assert repository.audited_weeks(session, "m") == {dt.date(2014, 10, 20), dt.date(2014, 11, 3)}
         assert repository.latest_audited_week(session, "m") == dt.date(2014, 11, 3)
         assert repository.audited_weeks(session, "other") == set()
+
+
+def test_evaluation_reads_back_and_a_run_without_one_has_none(engine: sa.Engine) -> None:
+    evaluation = ModelEvaluation("cross_entropy", 0.42, "accuracy", 0.875, 168)
+    with Session(engine) as session, session.begin():
+        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        repository.record_success(
+            session,
+            run_id,
+            facts=_facts(),
+            outcomes=_outcomes(),
+            eval_source="/registry/eval.npz",
+            eval_hash="b" * 64,
+            n_eval_samples=168,
+            evaluation=evaluation,
+        )
+    _audit(engine, dt.date(2014, 11, 10))  # no evaluation
+    with Session(engine) as session:
+        stored = repository.load_audit(session, "m", WEEK)
+        later = repository.load_audit(session, "m", dt.date(2014, 11, 10))
+    assert stored is not None and stored.evaluation == evaluation
+    assert later is not None and later.evaluation is None
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT eval_loss_name, eval_loss, eval_metric_name, eval_metric "
+                "FROM audit_runs WHERE id = :id"
+            ),
+            {"id": run_id},
+        ).one()
+    assert tuple(row) == ("cross_entropy", 0.42, "accuracy", 0.875)
+
+
+def test_evaluation_of_another_sample_is_refused(engine: sa.Engine) -> None:
+    with Session(engine) as session, session.begin():
+        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+    refused = pytest.raises(ValueError, match="evaluation covers 10 samples but the run audited 168")
+    with refused, Session(engine) as session, session.begin():
+        repository.record_success(
+            session,
+            run_id,
+            facts=_facts(),
+            outcomes=_outcomes(),
+            eval_source=None,
+            eval_hash=None,
+            n_eval_samples=168,
+            evaluation=ModelEvaluation("mse", 1.0, "r2", 0.5, 10),
+        )
+
+
+def test_downgrade_of_0006_keeps_the_figures(engine: sa.Engine) -> None:
+    _audit(engine)
+    before = table_counts(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    with engine.connect() as connection:
+        columns = {column["name"] for column in sa.inspect(connection).get_columns("audit_runs")}
+    assert "eval_loss" not in columns and "n_eval_rows_in_file" in columns
+    assert table_counts(engine) == before  # no table rebuild: nothing cascades away
+    upgrade_database(engine)
+    with Session(engine) as session:
+        summary = repository.load_audit(session, "m", WEEK)
+    assert summary is not None and summary.evaluation is None and len(summary.outcomes) == 5

@@ -29,6 +29,7 @@ from audit.forward import (
     Job,
     Predictor,
     check_labels,
+    per_sample_accuracy,
     per_sample_by_job,
     per_sample_loss,
 )
@@ -182,7 +183,8 @@ def _metric(scoring: str, target: OutputTarget, y: FloatArray | None) -> _Metric
     if scoring == "mae":
         return _Metric("absolute_error", _absolute_error)
     if scoring == "accuracy":
-        return _Metric("accuracy", functools.partial(_correct, sigmoid=sigmoid), higher_is_better=True)
+        accuracy = functools.partial(per_sample_accuracy, sigmoid=sigmoid)
+        return _Metric("accuracy", accuracy, higher_is_better=True)
     loss = functools.partial(per_sample_loss, task=target.task, sigmoid=sigmoid)
     return _Metric("squared_error" if target.task is Task.REGRESSION else "cross_entropy", loss)
 
@@ -196,23 +198,6 @@ def _score_name(metric: _Metric | None) -> str:
 def _absolute_error(outputs: FloatArray, y: FloatArray) -> FloatArray:
     """Mean absolute error over outputs, per sample."""
     return np.asarray(np.mean(np.abs(outputs - y.reshape(y.shape[0], -1)), axis=1), dtype=np.float64)
-
-
-def _correct(outputs: FloatArray, y: FloatArray, *, sigmoid: bool) -> FloatArray:
-    """1 where the predicted class is the label, per sample (sigmoid units: the share right).
-
-    Same layouts as `per_sample_loss`: softmax probabilities (n_samples, n_steps * n_classes) with
-    one label per step (the share of steps right), or independent sigmoid units with one 0/1
-    label per unit.
-    """
-    labels = y.reshape(y.shape[0], -1)
-    if sigmoid or outputs.shape[1] == 1:
-        predicted = outputs >= 0.5
-        return np.asarray(np.mean(predicted == (labels >= 0.5), axis=1), dtype=np.float64)
-    per_step = outputs.reshape(outputs.shape[0], labels.shape[1], -1)
-    return np.asarray(
-        np.mean(np.argmax(per_step, axis=2) == labels.astype(np.int64), axis=1), dtype=np.float64
-    )
 
 
 def _n_used(max_samples: int | float | None, n_samples: int) -> int:

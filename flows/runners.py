@@ -1,0 +1,58 @@
+"""Task runners of the weekly audit: threads in the flow's process (default) or a Dask cluster.
+
+The method tasks of a drop are submitted together and run concurrently on the runner; everything
+else runs in the flow's process. `weekly_audit.with_options(task_runner=task_runner(...))` picks one
+(the CLI's ``--task-runner`` and ``--dask-address``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from audit.types import AuditError
+
+RUNNER_KINDS = ("default", "dask")
+
+#: Threads running method tasks at once with the default runner. Measured with bench/threads.py on
+#: the 2-core CI machine (every method of one drop; median of 3 rounds; the machine was shared, load
+#: average 7-11): an MLP on 20000 rows took 7.7 s one method after another, 5.6 s on 2 threads, 4.0 s
+#: on 4; a Conv1D+LSTM on (5000, 24, 8) 34.7 s, 38.6 s (rounds from 21 to 53 s) and 17.6 s. Threads
+#: were never clearly slower (TensorFlow releases the GIL in its kernels; the methods' Python
+#: overhead and small kernels leave cores idle). On a loaded machine part of the gain is CPU taken
+#: from other processes; 4 keeps the memory of concurrent methods small (each chunks its input under
+#: `audit.forward`'s budget).
+DEFAULT_MAX_WORKERS = 4
+#: Environment variable read when ``--dask-address`` is not given.
+DASK_ADDRESS_ENV = "DRIFT_AUDIT_DASK_ADDRESS"
+#: The local Dask cluster started when no address is given: 2 single-threaded worker processes (the
+#: CI machine's 2 cores; TensorFlow's own kernels use several threads each), so the methods run in
+#: separate processes and each model is loaded once per worker. Its dashboard
+#: listens on a free port (logged at start), so runs side by side do not collide.
+LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+
+
+def default_task_runner() -> ThreadPoolTaskRunner:  # type: ignore[type-arg]
+    """Method tasks on `DEFAULT_MAX_WORKERS` threads of the flow's process."""
+    return ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS)
+
+
+def task_runner(kind: str, dask_address: str | None = None) -> TaskRunner:  # type: ignore[type-arg]
+    """The task runner named `kind`: ``default`` (threads) or ``dask``.
+
+    With ``dask``, tasks go to the scheduler at `dask_address` (or ``$DRIFT_AUDIT_DASK_ADDRESS``),
+    e.g. ``tcp://scheduler:8786``; without one, to a `LOCAL_CLUSTER` started for the run.
+    """
+    if kind == "default":
+        if dask_address:
+            raise AuditError(f"--dask-address {dask_address} needs --task-runner dask")
+        return default_task_runner()
+    if kind != "dask":
+        raise AuditError(f"unknown task runner {kind!r}; use one of {', '.join(RUNNER_KINDS)}")
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    address = dask_address or os.environ.get(DASK_ADDRESS_ENV) or None
+    if address is not None:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs=dict(LOCAL_CLUSTER))
