@@ -191,7 +191,9 @@ def weekly_audit(
     )
     email_error = _email_report(db, rendered, report_path, email)
     if failures:
-        n_drops = len({drop.week for drop in pending} | set(compared))
+        # the drops of this run, plus earlier weeks whose comparison was redone here and failed
+        pending_weeks = {drop.week for drop in pending}
+        n_drops = len(pending_weeks | {w for w, done in compared.items() if done is None})
         return Failed(message=f"{len(failures)} of {n_drops} drop(s) failed; " + "; ".join(failures))
     if email_error is not None:
         return Failed(message=f"report written to {report_path} but not e-mailed: {email_error}")
