@@ -40,14 +40,7 @@ import jinja2
 
 from audit.types import AuditError
 from reports.context import ReportContext
-from reports.render import (
-    format_correlation,
-    format_dates,
-    format_number,
-    format_overlap,
-    format_percent,
-    format_steps,
-)
+from reports.render import make_environment
 from reports.rendered import RenderedReport
 
 #: Gmail clips an HTML body larger than about 102 KB ("[Message clipped] View entire message").
@@ -464,21 +457,6 @@ def _clean(value: object) -> str:
 @functools.cache
 def _text_environment() -> jinja2.Environment:
     # Plain text is not HTML: no autoescape (it would show "&lt;"), control characters stripped instead.
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters.update(
-        clean=_clean,
-        num=format_number,
-        pct=format_percent,
-        corr=format_correlation,
-        overlap=format_overlap,
-        steps=format_steps,
-        dates=format_dates,
-    )
+    environment = make_environment(autoescape=False)
+    environment.filters["clean"] = _clean
     return environment

@@ -112,9 +112,18 @@ def write_report(html: str, out_dir: Path, week: dt.date) -> Path:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    return make_environment(autoescape=True)
+
+
+def make_environment(*, autoescape: bool) -> jinja2.Environment:
+    """A Jinja environment over reports/templates with the number-formatting filters below.
+
+    The HTML report escapes everything (`autoescape=True`); the e-mail's plain-text part must not
+    (it would show "&lt;") and strips control characters with a filter of its own instead.
+    """
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
-        autoescape=True,
+        autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
