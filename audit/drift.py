@@ -5,7 +5,12 @@ Retraining the same network on the same data with another seed already moves att
 rule here measures every change on a scale-free axis and compares it with a noise band learned
 from what is available about retraining noise.
 
-The change of feature f under a method is the log ratio of its importance in the two drops,
+A drop's figure per method is its model's importance or, when the drop holds reseeded copies of the
+model scored with the same method on the same sample (`AuditSummary.copies`), the mean over all its
+models (`drop_figure`): averaging k retrains divides the retraining noise of every figure, and so
+of every week-to-week change and of the history the bands are learned from, by about sqrt(k).
+
+The change of feature f under a method is the log ratio of its figure in the two drops,
 centred on the median log ratio over the method's shared features::
 
     change_f = log((v_f + eps) / (v'_f + eps')) - median_g log((v_g + eps) / (v'_g + eps'))
@@ -25,7 +30,8 @@ Noise band (one standard deviation `scale` of a noise-only change), strongest so
 2. **pooled history**: with 1 to `min_history - 1` past changes, the same statistic over the
    past changes of all features of the method;
 3. **reseed**: with no history but reseeded copies of the model in the drop, the spread of
-   the copies' centred log importances, x sqrt(2) (a change is the difference of two retrains);
+   the models' centred log importances, x sqrt(1/k + 1/k') (a change is the difference of a mean
+   of this drop's k models and one of the previous drop's k');
 4. **default**: `default_scale`.
 
 The sampling uncertainty of the two figures (their standard errors, delta method on the log
@@ -69,7 +75,6 @@ from audit.types import (
     FeatureVerdict,
     Importance,
     MethodAgreement,
-    ModelImportances,
     NoiseBand,
 )
 
@@ -141,6 +146,75 @@ def _relative_se(importance: Importance, epsilon_fraction: float) -> dict[str, f
     }
 
 
+# --------------------------------------------------------------------------- the drop's figure
+
+
+@dataclass(frozen=True)
+class DropFigure:
+    """What the rule judges of one drop under one method: the mean over its models."""
+
+    importance: Importance
+    #: Models averaged: the drop's model plus the reseeded copies that have this method's result.
+    n_models: int
+
+
+def drop_figure(summary: AuditSummary, method: str) -> DropFigure | None:
+    """The drop's importance under `method`: the mean over its model and its reseeded copies.
+
+    A copy counts when its result has the same features in the same order, the same profile layout
+    and the same sign convention as the primary's (a copy scored differently is left out rather
+    than averaged into nonsense). Without copies it is the primary's figure unchanged.
+    """
+    models = drop_models(summary, method)
+    if not models:
+        return None
+    if len(models) == 1:
+        return DropFigure(models[0], 1)
+    return DropFigure(mean_importance(models), len(models))
+
+
+def drop_models(summary: AuditSummary, method: str) -> list[Importance]:
+    """The primary model's result under `method` and those of the copies laid out like it."""
+    primary = summary.importance(method)
+    if primary is None:
+        return []
+    copies = (copy.importance(method) for copy in summary.copies)
+    return [primary, *(c for c in copies if c is not None and _same_layout(c, primary))]
+
+
+def _same_layout(a: Importance, b: Importance) -> bool:
+    same_profile = (a.profile is None and b.profile is None) or (
+        a.profile is not None and b.profile is not None and a.profile.shape == b.profile.shape
+    )
+    return (
+        a.feature_names == b.feature_names
+        and a.profile_features == b.profile_features
+        and a.signed == b.signed
+        and same_profile
+    )
+
+
+def mean_importance(models: Sequence[Importance]) -> Importance:
+    """The mean of results with the same layout (`drop_figure`): values and profiles averaged.
+
+    `std` is the mean of the models' standard errors, not that over sqrt(k): the models are scored
+    on the same eval sample, so their sampling errors are alike and do not average out.
+    """
+    first = models[0]
+    stds = [m.std for m in models if m.std is not None]
+    profiles = [m.profile for m in models if m.profile is not None]
+    return Importance(
+        method=first.method,
+        feature_names=first.feature_names,
+        values=np.mean([m.values for m in models], axis=0),
+        std=np.mean(stds, axis=0) if len(stds) == len(models) else None,
+        profile=np.mean(profiles, axis=0) if len(profiles) == len(models) else None,
+        parameters={**first.parameters, "models_averaged": len(models)},
+        signed=first.signed,
+        profile_features=first.profile_features,
+    )
+
+
 # --------------------------------------------------------------------------- noise
 
 
@@ -152,10 +226,12 @@ class _Noise:
     history: Mapping[str, Sequence[float]]
     #: Past profile distances per feature.
     profile_history: Mapping[str, Sequence[float]]
-    #: Noise-only changes between the reseeded copies, per feature (centred logs x sqrt 2 spread).
+    #: Noise of a change of this drop's mean, from the spread between its models, per feature
+    #: (centred logs' sd x sqrt(1/k + 1/k')).
     reseed_scale: Mapping[str, float]
     reseed_profile: Mapping[str, float]
-    n_copies: int
+    #: Models in this drop's figure (1 + copies).
+    n_models: int
 
 
 def robust_scale(values: Iterable[float]) -> float:
@@ -169,17 +245,19 @@ def robust_scale(values: Iterable[float]) -> float:
 def _method_noise(
     method: str,
     audits: Sequence[AuditSummary],
-    copies: Sequence[ModelImportances],
-    primary: Importance | None,
+    models: Sequence[Importance],
+    previous_models: int,
     config: DriftConfig,
 ) -> _Noise:
-    """Past changes of `method` between consecutive `audits`, and the spread of the copies."""
+    """Past changes of `method` between the figures of consecutive `audits`, and the spread of this
+    drop's `models` (its primary and copies; the previous drop's figure averaged `previous_models`)."""
     history: dict[str, list[float]] = {}
     profile_history: dict[str, list[float]] = {}
     for older, newer in itertools.pairwise(audits):
-        before, now = older.importance(method), newer.importance(method)
-        if before is None or now is None:
+        older_figure, newer_figure = drop_figure(older, method), drop_figure(newer, method)
+        if older_figure is None or newer_figure is None:
             continue
+        before, now = older_figure.importance, newer_figure.importance
         if before.has_values and now.has_values:
             changes = centred_log_ratios(now, before, epsilon_fraction=config.epsilon_fraction)
             for name, change in changes.items():
@@ -188,21 +266,21 @@ def _method_noise(
             profile_history.setdefault(name, []).append(distance)
     reseed_scale: dict[str, float] = {}
     reseed_profile: dict[str, float] = {}
-    models = [primary] if primary is not None else []
-    models += [imp for copy in copies if (imp := copy.importance(method)) is not None]
     if len(models) >= 2:
+        # one retrain's sd, scaled to the difference of a mean of k models and one of k'
+        of_means = math.sqrt(1.0 / len(models) + 1.0 / max(previous_models, 1))
         if all(model.has_values for model in models):
             logs = [_centred_logs(model, config.epsilon_fraction) for model in models]
             for name in logs[0]:
                 series = [log[name] for log in logs if name in log]
                 if len(series) >= 2:
-                    reseed_scale[name] = math.sqrt(2.0) * float(np.std(series, ddof=1))
+                    reseed_scale[name] = of_means * float(np.std(series, ddof=1))
         for name in models[0].profile_labels if models[0].profile is not None else ():
             pairs = [profile_distances(a, b).get(name) for a, b in itertools.combinations(models, 2)]
             found = [d for d in pairs if d is not None]
             if found:
                 reseed_profile[name] = float(np.mean(found))
-    return _Noise(history, profile_history, reseed_scale, reseed_profile, n_copies=len(models) - 1)
+    return _Noise(history, profile_history, reseed_scale, reseed_profile, n_models=max(len(models), 1))
 
 
 def noise_band(feature: str, noise: _Noise, sampling_scale: float, config: DriftConfig) -> NoiseBand:
@@ -216,7 +294,7 @@ def noise_band(feature: str, noise: _Noise, sampling_scale: float, config: Drift
     elif len(pooled_values) >= 2 and pooled > 0:
         retrain, source, n = pooled, BandSource.POOLED_HISTORY, len(pooled_values)
     elif feature in noise.reseed_scale:
-        retrain, source, n = noise.reseed_scale[feature], BandSource.RESEED, noise.n_copies + 1
+        retrain, source, n = noise.reseed_scale[feature], BandSource.RESEED, noise.n_models
     else:
         retrain, source, n = config.default_scale, BandSource.DEFAULT, 0
     scale = max(math.hypot(retrain, sampling_scale), config.min_scale)
@@ -397,16 +475,19 @@ def assess_drift(
     config = config or DriftConfig()
     past = [*history, previous][-(config.history_weeks + 1) :]
     drifts: list[FeatureDrift] = []
+    models_averaged = 1
     for outcome in current.outcomes:
-        now, before = outcome.importance, previous.importance(outcome.method)
+        now, before = drop_figure(current, outcome.method), drop_figure(previous, outcome.method)
         if now is None or before is None:
             continue
-        noise = _method_noise(outcome.method, past, current.copies, now, config)
+        models = drop_models(current, outcome.method)
+        noise = _method_noise(outcome.method, past, models, before.n_models, config)
         frozen = None if current.frozen is None else current.frozen.importance(outcome.method)
-        drifts.extend(method_drifts(now, before, noise, frozen, config))
+        drifts.extend(method_drifts(now.importance, before.importance, noise, frozen, config))
+        models_averaged = max(models_averaged, now.n_models)
     judged = _verdict_methods(current, previous, config)
     features = _feature_assessments(drifts, judged, config)
-    verdict, reason = _drop_verdict(features, judged, past, current, config)
+    verdict, reason = _drop_verdict(features, judged, past, current, models_averaged, config)
     return DriftAssessment(
         verdict=verdict,
         reason=reason,
@@ -547,6 +628,7 @@ def _drop_verdict(
     judged: Sequence[str],
     past: Sequence[AuditSummary],
     current: AuditSummary,
+    models_averaged: int,
     config: DriftConfig,
 ) -> tuple[DropVerdict, str]:
     if not judged:
@@ -562,6 +644,8 @@ def _drop_verdict(
         and f.agreement >= max(1, min(config.min_agreeing_methods, f.n_methods) - 1)
     ]
     basis = _band_basis(len(past) - 1, len(current.copies), config)
+    if models_averaged > 1:
+        basis += f"; figures are means of {models_averaged} reseeded models"
     if changed or added or removed:
         parts = []
         if changed:

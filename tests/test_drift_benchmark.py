@@ -16,8 +16,18 @@ import numpy as np
 import pytest
 
 from audit.types import DriftConfig
-from bench.drift.drops import FEATURES, DropSpec, ModelSettings, Plant, drop_samples, planted_inputs
+from bench.drift.drops import (
+    FEATURES,
+    VARIABLES,
+    WIND_DIRECTION,
+    DropSpec,
+    ModelSettings,
+    Plant,
+    drop_samples,
+    planted_inputs,
+)
 from bench.drift.scenarios import DEFAULT_GROUPS, Design, build, judge_all, rule_rates
+from flows.demo import load_demo_features
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +105,35 @@ def test_shuffle_plant_moves_whole_series_of_one_feature_between_windows(tmp_pat
     originals = {series.tobytes() for series in plain[0][:, :, column]}
     assert all(series.tobytes() in originals for series in shuffled[0][:, :, column])
     assert not np.array_equal(shuffled[0][:, :, column], plain[0][:, :, column])
+
+
+def test_a_wind_direction_plant_moves_its_four_one_hot_columns_together() -> None:
+    """Wind direction is one variable over four one-hot columns (each is 1 minus the other three): a
+    plant changes them together, one shuffle order for all four, so every row stays one-hot."""
+    settings = ModelSettings(train_days=20, n_eval=50)
+    columns = [FEATURES.index(name) for name in VARIABLES[WIND_DIRECTION]]
+    assert len(columns) == 4
+    plain = drop_samples(DropSpec(GROUP, "plain", 5), settings)
+    shuffled = drop_samples(DropSpec(GROUP, "shuffled", 5, Plant("shuffle", WIND_DIRECTION)), settings)
+    lagged = drop_samples(DropSpec(GROUP, "lagged", 5, Plant("lag", WIND_DIRECTION, 8)), settings)
+    for windows in (plain[0], shuffled[0], lagged[0], lagged[2]):
+        np.testing.assert_allclose(_unstandardised_one_hot_sums(windows, columns), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(
+        np.delete(shuffled[0], columns, axis=2), np.delete(plain[0], columns, axis=2)
+    )
+    originals = {window.tobytes() for window in plain[0][:, :, columns]}
+    assert all(window.tobytes() in originals for window in shuffled[0][:, :, columns])
+    assert not np.array_equal(shuffled[0][:, :, columns], plain[0][:, :, columns])
+    assert not np.array_equal(lagged[2][:, :, columns], plain[2][:, :, columns])  # late in eval data too
+    with pytest.raises(ValueError, match="unknown variable 'wind'"):
+        Plant("shuffle", "wind")
+
+
+def _unstandardised_one_hot_sums(windows: np.ndarray, columns: list[int]) -> np.ndarray:
+    """Per hour, the sum of the one-hot columns once their standardisation is undone."""
+    frame = load_demo_features()
+    raw = frame.to_numpy(dtype=np.float64)[:, columns]
+    # standardised = (x - mean) / sd with x in {0, 1}: recover x from the two values each column takes
+    low = raw.min(axis=0)
+    high = raw.max(axis=0)
+    return ((windows[:, :, columns] - low) / (high - low)).sum(axis=2)

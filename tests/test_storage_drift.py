@@ -438,3 +438,28 @@ def test_documented_queries_return_the_drift_rows(engine: sa.Engine) -> None:
     with engine.connect() as connection:
         for query in queries:
             assert connection.execute(sa.text(query)).all(), f"no rows from:\n{query}"
+
+
+def test_a_drop_with_copies_stores_the_mean_of_its_models_as_the_judged_value(engine: sa.Engine) -> None:
+    """importance_changes.value of a drop with reseeded copies is the mean over its three models (the
+    figure the verdict judged); the primary model's own figure stays in importances."""
+    _fill(engine)
+    week = WEEKS[-1]
+    primary = {i.method: i for i in _importances(3, {"DEWP": 10.0})}["permutation"]
+    copies = [{i.method: i for i in models.importances}["permutation"] for models in _copies(3)]
+    mean = np.mean([primary.values, *(c.values for c in copies)], axis=0)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT feature, value FROM importance_changes WHERE week = :week AND method = :method"
+            ).bindparams(sa.bindparam("week", week, type_=sa.Date), method="permutation")
+        ).all()
+        stored = connection.execute(
+            sa.text(
+                "SELECT feature, value FROM importance_history WHERE week = :week AND method = :method"
+            ).bindparams(sa.bindparam("week", week, type_=sa.Date), method="permutation")
+        ).all()
+    by_name = dict(rows)
+    np.testing.assert_allclose([by_name[name] for name in NAMES], mean, rtol=1e-12)
+    assert not np.allclose(mean, primary.values)
+    np.testing.assert_allclose([dict(stored)[name] for name in NAMES], primary.values, rtol=1e-12)

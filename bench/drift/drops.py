@@ -72,6 +72,8 @@ METHOD_OPTIONS: Mapping[str, Mapping[str, int | float]] = {
 }
 #: The flow's default seed: every week's audit uses the same one, as `drift-audit run` does.
 AUDIT_SEED = 0
+#: Training seeds of a drop's reseeded copies: seed + k x this (far from every drop's own seed).
+COPY_SEED_STEP = 100_003
 
 Float32Array = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -96,12 +98,23 @@ class ModelSettings:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
+#: The variables of the data and their columns: every column is its own variable except wind
+#: direction, one-hot over four columns that always sum to 1 (any of them is 1 minus the others, so
+#: a change of one column alone takes no information away: a plant changes all four together).
+WIND_DIRECTION = "cbwd"
+VARIABLES: Mapping[str, tuple[str, ...]] = {
+    **{name: (name,) for name in FEATURES if not name.startswith(f"{WIND_DIRECTION}_")},
+    WIND_DIRECTION: tuple(name for name in FEATURES if name.startswith(f"{WIND_DIRECTION}_")),
+}
+
+
 @dataclass(frozen=True)
 class Plant:
-    """A planted change. ``shuffle``: the feature's whole 24-hour series is shuffled between the
-    training windows (its relation to the target is gone, its values and their time structure stay);
-    ``lag``: the feature's feed is `lag_hours` late, in the training and the eval data (a
-    time-stamp bug: the window's step t holds the value of hour t - lag)."""
+    """A planted change of one variable (`VARIABLES`: a column, or wind direction's four columns).
+    ``shuffle``: the variable's whole 24-hour series is shuffled between the training windows (its
+    relation to the target is gone, its values and their time structure stay); ``lag``: its feed is
+    `lag_hours` late, in the training and the eval data (a time-stamp bug: the window's step t holds
+    the value of hour t - lag)."""
 
     kind: str
     feature: str
@@ -110,8 +123,13 @@ class Plant:
     def __post_init__(self) -> None:
         if self.kind not in ("shuffle", "lag"):
             raise ValueError(f"plant kind must be 'shuffle' or 'lag', got {self.kind!r}")
-        if self.feature not in FEATURES:
-            raise ValueError(f"unknown feature {self.feature!r}; one of {FEATURES}")
+        if self.feature not in VARIABLES:
+            raise ValueError(f"unknown variable {self.feature!r}; one of {tuple(VARIABLES)}")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The model's input columns the plant changes (a name the rule may rightly name)."""
+        return VARIABLES[self.feature]
 
     @property
     def label(self) -> str:
@@ -128,12 +146,28 @@ class Group:
 
 @dataclass(frozen=True)
 class DropSpec:
-    """One retrain of a group: its seed and, for a planted drop, the change."""
+    """One retrain of a group: its seed and, for a planted drop, the change.
+
+    `seed` fixes the drop's data (its eval sample and, for a shuffle plant, the shuffle);
+    `model_seed` (default: `seed`) the initial weights and training-row order. The reseeded copies
+    of a drop share its data and differ only in `model_seed`.
+    """
 
     group: Group
     name: str
     seed: int
     plant: Plant | None = None
+    model_seed: int | None = None
+
+    @property
+    def training_seed(self) -> int:
+        return self.seed if self.model_seed is None else self.model_seed
+
+    def copy(self, index: int) -> DropSpec:
+        """The drop's `index`-th reseeded copy (0-based): same data, another training seed."""
+        return dataclasses.replace(
+            self, name=f"{self.name}-copy{index + 1}", model_seed=self.seed + COPY_SEED_STEP * (index + 1)
+        )
 
 
 @dataclass(frozen=True)
@@ -145,6 +179,8 @@ class AuditedDrop:
     outcomes: tuple[MethodOutcome, ...]
     meta: Mapping[str, Any]
     loaded: LoadedDrop | None = None
+    #: The drop's reseeded copies, audited on the same eval sample (`Design.copies`).
+    copies: tuple[AuditedDrop, ...] = ()
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:
@@ -193,13 +229,13 @@ def windows(
 
 
 def planted_inputs(values: Float32Array, plant: Plant | None) -> Float32Array:
-    """The hourly inputs a drop sees: with a lag plant, one column delayed by `lag_hours`."""
+    """The hourly inputs a drop sees: with a lag plant, the variable's columns delayed by `lag_hours`."""
     if plant is None or plant.kind != "lag":
         return values
-    column = FEATURES.index(plant.feature)
+    columns = [FEATURES.index(name) for name in plant.columns]
     delayed = values.copy()
-    delayed[plant.lag_hours :, column] = values[: -plant.lag_hours, column]
-    delayed[: plant.lag_hours, column] = values[0, column]
+    delayed[plant.lag_hours :, columns] = values[: -plant.lag_hours, columns]
+    delayed[: plant.lag_hours, columns] = values[0, columns]
     return delayed
 
 
@@ -213,9 +249,10 @@ def drop_samples(
     train_rows, pool = target_rows(spec.group, settings)
     X_train, y_train = windows(inputs, labels, train_rows)
     if spec.plant is not None and spec.plant.kind == "shuffle":
-        column = FEATURES.index(spec.plant.feature)
+        # one order for all of the variable's columns: a one-hot row stays a one-hot row
+        columns = [FEATURES.index(name) for name in spec.plant.columns]
         order = np.random.default_rng([spec.seed, 11]).permutation(X_train.shape[0])
-        X_train[:, :, column] = X_train[order, :, column]
+        X_train[:, :, columns] = X_train[order][:, :, columns]
     # the eval sample is drawn from its own stream: a plant does not change which rows it holds
     eval_rng = np.random.default_rng([spec.seed, 7])
     chosen = np.sort(eval_rng.choice(pool.shape[0], size=min(settings.n_eval, pool.shape[0]), replace=False))
@@ -258,7 +295,7 @@ def build_drop(spec: DropSpec, settings: ModelSettings, root: Path, *, fresh: bo
             return folder
     started = time.perf_counter()
     X_train, y_train, X_eval, y_eval = drop_samples(spec, settings)
-    model = build_model(settings, spec.seed)
+    model = build_model(settings, spec.training_seed)
     # shuffle=True with the seed set above: each seed also sees its own training-row order
     model.fit(
         X_train, y_train, epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True, verbose=0
@@ -282,6 +319,7 @@ def _spec_json(spec: DropSpec) -> dict[str, Any]:
         "date": spec.group.date.isoformat(),
         "name": spec.name,
         "seed": spec.seed,
+        "model_seed": spec.training_seed,
         "plant": None if spec.plant is None else dataclasses.asdict(spec.plant),
     }
 
@@ -396,9 +434,15 @@ def frozen_importances(
 
 
 def summary(
-    drop: AuditedDrop, *, week: dt.date, run_id: int, frozen: tuple[MethodOutcome, ...] | None = None
+    drop: AuditedDrop,
+    *,
+    week: dt.date,
+    run_id: int,
+    frozen: tuple[MethodOutcome, ...] | None = None,
+    with_copies: bool = False,
 ) -> AuditSummary:
-    """The drop's audit as the comparison reads it back from the database."""
+    """The drop's audit as the comparison reads it back from the database (with its reseeded
+    copies when `with_copies`, as the flow stores a drop holding ``model_seed*.keras`` files)."""
     from audit.types import ModelFacts, Task
 
     facts = ModelFacts(
@@ -424,6 +468,13 @@ def summary(
         eval_source=str(drop.folder / "eval.npz"),
         outcomes=drop.outcomes,
         frozen=frozen_set,
+        copies=tuple(
+            ModelImportances(
+                label=f"{copy.spec.name}.keras",
+                importances=tuple(o.importance for o in copy.outcomes if o.importance is not None),
+            )
+            for copy in (drop.copies if with_copies else ())
+        ),
     )
 
 
@@ -498,3 +549,25 @@ def _read_outcomes(path: Path) -> tuple[MethodOutcome, ...] | None:
         )
         for o in payload["outcomes"]
     )
+
+
+def _warm_one(spec: DropSpec, settings: ModelSettings, root: Path, fresh: bool) -> None:
+    audit_drop(spec, settings, root, fresh=fresh)
+
+
+def warm(
+    specs: Sequence[DropSpec], settings: ModelSettings, root: Path, *, workers: int, fresh: bool = False
+) -> None:
+    """Train and audit `specs` into the cache in `workers` processes (1: nothing to do here; the
+    caller's sequential pass builds them). A drop is a small model: one process keeps the two
+    cores of a CI machine only half busy, two processes nearly halve the build."""
+    if workers <= 1 or not specs:
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(_warm_one, spec, settings, root, fresh) for spec in specs]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()

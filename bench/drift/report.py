@@ -79,12 +79,7 @@ def headline(results: Mapping[str, Any]) -> list[str]:
 def breakdown_section(results: Mapping[str, Any]) -> list[str]:
     rows = [
         [
-            row["kind"],
-            row["strength"],
-            ", ".join(row["features"]),
-            rate_text(row["tool_detection"]),
-            rate_text(row["tool_right_feature"]),
-            rate_text(row["tool_warn"]),
+            *_breakdown_cells(row),
             rate_text(row["ndcg_any_detection"]),
             rate_text(row["ndcg_permutation_detection"]),
         ]
@@ -217,6 +212,7 @@ def diagnostics_section(results: Mapping[str, Any]) -> list[str]:
 def sweep_section(results: Mapping[str, Any]) -> list[str]:
     rows = [
         [
+            str(row.get("models", 1)),
             f"{row['threshold']:g}",
             str(row["min_agreeing"]),
             f"{row.get('epsilon_fraction', 0.01):g}",
@@ -234,6 +230,7 @@ def sweep_section(results: Mapping[str, Any]) -> list[str]:
         "",
         *table(
             [
+                "models per drop",
                 "threshold",
                 "min agreeing methods",
                 "epsilon fraction",
@@ -260,7 +257,8 @@ def setup_section(results: Mapping[str, Any]) -> list[str]:
             info["strong"],
             ", ".join(info["weak"]) or "—",
             ", ".join(
-                f"{p['feature']} {100 * p['share']:.1f}% (cv {p['cv']:.2f})"
+                f"{p['feature']} {100 * p['share']:.1f}% (cv {p['cv']:.2f}; "
+                f"permutation {100 * p.get('loss_share', 0.0):.1f}%)"
                 for p in results["profiles"][group]
                 if p["feature"] in (info["strong"], *info["weak"])
             ),
@@ -269,7 +267,14 @@ def setup_section(results: Mapping[str, Any]) -> list[str]:
     ]
     r2 = results["eval_r2"]
     return [
-        f"Run of {results['finished']}: {results['counts']['drops']} drops trained and audited, "
+        f"Run of {results['finished']}: {results['counts']['drops']} models trained and audited"
+        + (
+            f" ({results['counts']['drops'] // (1 + design['copies'])} drops of 1 + {design['copies']} "
+            "reseeded copies)"
+            if design.get("copies")
+            else ""
+        )
+        + f", {results['design']['workers']} processes; "
         f"{results['counts']['reseed']} reseed-only and {results['counts']['planted']} planted scenarios; "
         f"{machine['cores']} cores ({machine['cpu']}), "
         f"load average {machine['load_average'][0]:.1f} at the end; "
@@ -281,10 +286,81 @@ def setup_section(results: Mapping[str, Any]) -> list[str]:
         f"`{results['drift_config']}`.",
         "",
         "Planted features per group, chosen from the group's history drops (median share of the "
-        "importance over the five methods, and its coefficient of variation over the history):",
+        "importance over the five methods, its coefficient of variation over the history, and the "
+        "share of permutation importance alone, the part of the loss the model owes the feature):",
         "",
         *table(["group", "strong", "weak", "shares in the history"], rows),
         "",
+    ]
+
+
+def copies_section(results: Mapping[str, Any]) -> list[str]:
+    """The same scenarios with every drop holding reseeded copies: the rule judges their means."""
+    lines: list[str] = []
+    single = results["rates"]["full"]["tool"]
+    n_history = results["design"]["n_history"]
+    for models, entry in results.get("by_models", {}).items():
+        rows = [["1 (single models)", f"{n_history} (full)", *_tool_cells(single)]]
+        for label, rates in entry["rates"].items():
+            earlier = f"{n_history} (full)" if label == "full" else label
+            rows.append([models, earlier, *_tool_cells(rates["tool"])])
+        lines += [
+            f"### Drops of {models} reseeded models: the rule judges the mean of each drop's models",
+            "",
+            f"Every drop, history and test drop alike, also holds {int(models) - 1} reseeded copies "
+            "(same data and eval sample, other training seeds), as a team that drops "
+            "`model_seed*.keras` files has; `assess_drift` then compares the means of the models "
+            "(`audit.drift.drop_figure`). nDCG is unchanged (SageMaker computes it on one model).",
+            "",
+            *table(
+                [
+                    "models per drop",
+                    "earlier drops",
+                    "false alarms (target <= 5%)",
+                    "warn on reseeds",
+                    "detection (target >= 95%)",
+                    "right feature (target >= 95%)",
+                ],
+                rows,
+            ),
+            "",
+            *table(
+                ["planted", "feature", "features", "tool: alert", "tool: right feature", "tool: warn only"],
+                [_breakdown_cells(row) for row in entry["breakdown"]],
+            ),
+            "",
+            "k-th evidence and k-th |z| (as in the diagnostics below, for single models), median [min-max]:",
+            "",
+            *table(
+                ["scenarios: feature", "n", "k-th evidence", "k-th |z|"],
+                [
+                    [label, str(kth["n"]), kth["evidence"], kth["z"]]
+                    for label, kth in entry["diagnostics"]["kth"].items()
+                ],
+            ),
+            "",
+        ]
+    return lines
+
+
+def _breakdown_cells(row: Mapping[str, Any]) -> list[str]:
+    """Planted kind, strength, variables and the tool's rates of one breakdown row."""
+    return [
+        row["kind"],
+        row["strength"],
+        ", ".join(row["features"]),
+        rate_text(row["tool_detection"]),
+        rate_text(row["tool_right_feature"]),
+        rate_text(row["tool_warn"]),
+    ]
+
+
+def _tool_cells(tool: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{rate_text(tool['false_alarm'])} {passes(tool['false_alarm'], 'false_alarm')}",
+        rate_text(tool["warn_on_reseed"]),
+        f"{rate_text(tool['detection'])} {passes(tool['detection'], 'detection')}",
+        f"{rate_text(tool['right_feature'])} {passes(tool['right_feature'], 'right_feature')}",
     ]
 
 
@@ -293,6 +369,7 @@ def render(results: Mapping[str, Any]) -> str:
         *setup_section(results),
         *headline(results),
         *breakdown_section(results),
+        *copies_section(results),
         *cold_start_section(results),
         *frozen_section(results),
         *diagnostics_section(results),

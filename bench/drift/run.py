@@ -5,7 +5,7 @@ plants changes (a feature shuffled between training windows, or a feature's feed
 every drop with the project's methods and judges each scenario with `audit.drift.assess_drift`
 and with SageMaker Clarify's nDCG < 0.90 rule. See docs/drift-benchmark.md.
 
-    .venv/bin/python bench/drift/run.py            # ~15 min the first time, seconds from the cache
+    .venv/bin/python bench/drift/run.py            # ~16 min the first time, ~1.5 min from the cache
     .venv/bin/python bench/drift/run.py --docs     # ... and refresh docs/drift-benchmark.md
     .venv/bin/python bench/drift/run.py --threshold 3 --min-agreeing 3   # explore the rule's settings
 
@@ -72,6 +72,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--weak", type=int, default=Design.n_weak, help="weak planted features per group")
     parser.add_argument("--no-frozen", action="store_true", help="skip the frozen-set audits")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=2,
+        help="reseeded copies per drop (%(default)s); scenarios are also judged on the means of 1 + N models",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes training and auditing drops (%(default)s)"
+    )
     drift = parser.add_argument_group("drift rule settings (DriftConfig; defaults: the rule's own)")
     drift.add_argument("--threshold", type=float, help="band half-width in noise scales")
     drift.add_argument("--min-agreeing", type=int, help="methods that must flag a feature")
@@ -87,12 +96,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sweep-agreeing",
-        default="2,3",
+        default="1,2,3",
         help="min_agreeing_methods values of the exploration table (default %(default)s)",
     )
     parser.add_argument(
         "--sweep-epsilon",
-        default="0.01,0.05",
+        default="0.01",
         help="epsilon_fraction values of the exploration table (default %(default)s)",
     )
     parser.add_argument(
@@ -140,9 +149,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def diagnostics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    reseeds = select(records, planted=False)
-    planted = select(records, planted=True)
+def diagnostics(records: Sequence[Mapping[str, Any]], *, models: int = 1) -> dict[str, Any]:
+    reseeds = select(records, planted=False, models=models)
+    planted = select(records, planted=True, models=models)
     by_method: dict[str, Any] = {}
     for method in METHODS:
         reseed_evidence = [
@@ -213,17 +222,29 @@ def sweep(
     agreeing: Sequence[int],
     epsilons: Sequence[float],
 ) -> list[dict[str, Any]]:
-    """The rule's rates at other settings (full history, no frozen set): exploration only."""
+    """The rule's rates at other settings (full history, no frozen set), on single models and, when
+    the drops have copies, on the means of their models: exploration only."""
     rows = []
-    for epsilon in epsilons:
-        for k in agreeing:
-            for threshold in thresholds:
-                varied = dataclasses.replace(
-                    config, threshold=threshold, min_agreeing_methods=k, epsilon_fraction=epsilon
-                )
-                records = [judge(scenario, None, varied) for scenario in built.scenarios]
-                rates = rule_rates(records)["tool"]
-                rows.append({"threshold": threshold, "min_agreeing": k, "epsilon_fraction": epsilon, **rates})
+    with_copies = [False] + ([True] if any(s.test.copies for s in built.scenarios) else [])
+    for copies in with_copies:
+        for epsilon in epsilons:
+            for k in agreeing:
+                for threshold in thresholds:
+                    varied = dataclasses.replace(
+                        config, threshold=threshold, min_agreeing_methods=k, epsilon_fraction=epsilon
+                    )
+                    records = [judge(s, None, varied, with_copies=copies) for s in built.scenarios]
+                    models = records[0]["models"] if records else 1
+                    rates = rule_rates(records, models=models)["tool"]
+                    rows.append(
+                        {
+                            "models": models,
+                            "threshold": threshold,
+                            "min_agreeing": k,
+                            "epsilon_fraction": epsilon,
+                            **rates,
+                        }
+                    )
     return rows
 
 
@@ -252,6 +273,17 @@ def results_of(
     for n in design.cold_starts:
         if select(records, n_earlier=n):
             rates[str(n)] = rule_rates(records, n_earlier=n)
+    by_models: dict[str, Any] = {}
+    for models in sorted({r["models"] for r in records} - {1}):
+        variants = {"full": rule_rates(records, models=models)}
+        for n in design.cold_starts:
+            if select(records, n_earlier=n, models=models):
+                variants[str(n)] = rule_rates(records, n_earlier=n, models=models)
+        by_models[str(models)] = {
+            "rates": variants,
+            "breakdown": breakdown(records, models=models),
+            "diagnostics": diagnostics(records, models=models),
+        }
     r2 = [drop.meta["eval_r2"] for drop in built.drops]
     return jsonable(
         {
@@ -275,6 +307,7 @@ def results_of(
             "breakdown": breakdown(records),
             "frozen": frozen_summary(records),
             "diagnostics": diagnostics(records),
+            "by_models": by_models,
             "sweep": sweep_rows,
             "records": records,
         }
@@ -292,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_weak=args.weak,
         settings=ModelSettings(),
         frozen=not args.no_frozen,
+        copies=args.copies,
+        workers=args.workers,
     )
     args.results.mkdir(parents=True, exist_ok=True)
     args.cache.mkdir(parents=True, exist_ok=True)

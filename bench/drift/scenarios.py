@@ -7,10 +7,10 @@ a planted change (`drops.Plant`). A *scenario* is one test drop judged after the
 drops: the history is rotated for every test drop, so each test drop is compared with another
 "previous" drop. The cold start judges the same test drops after only the last 1, 2 or 3 of them.
 
-Which features are planted is decided from the group's history alone, before any test drop is
-built: the dominant feature (pm2.5's own history) is the strong one; the weak ones are features
-with a small share of the importance that is consistent across the history reseeds (see
-`choose_planted`).
+Which variables are planted is decided from the group's history alone, before any test drop is
+built: the dominant one (pm2.5's own history) is the strong one; the weak ones are variables the
+model's loss relies on a little, steadiest first (see `choose_planted`). With `Design.copies`,
+every drop also holds reseeded copies and each scenario is judged on the means of its models too.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from audit.types import AuditSummary, DriftAssessment, DriftConfig, DropVerdict,
 from bench.drift.drops import (
     FEATURES,
     METHODS,
+    VARIABLES,
     AuditedDrop,
     DropSpec,
     Group,
@@ -41,15 +42,16 @@ from bench.drift.drops import (
     frozen_importances,
     summary,
 )
+from bench.drift.drops import warm as warm_drops
 
 #: SageMaker Clarify's feature-attribution drift monitor alerts below this nDCG.
 NDCG_THRESHOLD = 0.90
-#: A weak feature holds less than this share of a method's total importance (median over methods)...
-WEAK_MAX_SHARE = 0.10
-#: ... but at least this share (features the model ignores cannot lose a relation it never had) ...
-WEAK_MIN_SHARE = 0.02
-#: ... and its share varies by at most this coefficient of variation over the history reseeds.
-WEAK_MAX_CV = 0.30
+#: A weak variable holds at least this share of the permutation importance: the model's loss
+#: demonstrably relies on it (a variable it does not use cannot lose a relation it never had) ...
+WEAK_MIN_LOSS_SHARE = 0.01
+#: ... and at most this share (well below the strong one) ...
+WEAK_MAX_LOSS_SHARE = 0.25
+#: ... and, among those, the steadiest (coefficient of variation of the share over the history) first.
 #: Four seasons of four years: every group trains on the 120 days before its date.
 DEFAULT_GROUPS: tuple[Group, ...] = (
     Group("winter-2011", dt.date(2011, 3, 7)),
@@ -76,17 +78,30 @@ class Design:
     planted: Mapping[str, tuple[Plant, ...]] | None = None
     #: Also score the previous model on each test drop's eval sample (the frozen set).
     frozen: bool = True
+    #: Reseeded copies per drop beside its model (same data, other training seeds): every scenario
+    #: is then judged twice, on single models and on the means of the 1 + copies models.
+    copies: int = 0
+    #: Processes that train and audit drops (the judging is the same with any number).
+    workers: int = 1
+
+    def with_copies(self, spec: DropSpec) -> list[DropSpec]:
+        """`spec` and its reseeded copies."""
+        return [spec, *(spec.copy(index) for index in range(self.copies))]
 
 
 @dataclass(frozen=True)
 class FeatureProfile:
-    """How much of the importance one feature holds over a group's history, and how steadily."""
+    """How much of the importance one variable (`drops.VARIABLES`: its columns summed) holds over a
+    group's history, and how steadily."""
 
     feature: str
     #: Median over methods of the feature's mean share of the method's total importance.
     share: float
     #: Median over methods of the coefficient of variation of that share over the history drops.
     cv: float
+    #: Mean share of permutation importance alone: how much the model's loss relies on the feature
+    #: (the gradient methods also credit sensitivity the model never learned to use).
+    loss_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,14 +139,17 @@ def reseed_specs(group: Group, index: int, design: Design) -> list[DropSpec]:
 
 
 def planted_specs(group: Group, index: int, plants: Sequence[Plant]) -> list[DropSpec]:
-    return [
-        DropSpec(group, f"planted-{plant.label}", group_seed(index) + 200 + p, plant)
-        for p, plant in enumerate(plants)
-    ]
+    """One drop per plant; a plant repeated (a group with fewer weak variables) gets a second retrain."""
+    specs = []
+    for p, plant in enumerate(plants):
+        repeat = plants[:p].count(plant)
+        name = f"planted-{plant.label}" + (f"-{repeat + 1}" if repeat else "")
+        specs.append(DropSpec(group, name, group_seed(index) + 200 + p, plant))
+    return specs
 
 
 def feature_profiles(history: Sequence[AuditedDrop]) -> list[FeatureProfile]:
-    """Share and steadiness of every feature over the history drops (all benchmark methods)."""
+    """Share and steadiness of every variable over the history drops (all benchmark methods)."""
     shares, cvs = [], []
     for method in METHODS:
         values = []
@@ -140,38 +158,55 @@ def feature_profiles(history: Sequence[AuditedDrop]) -> list[FeatureProfile]:
             if importance is None:
                 raise ValueError(f"{drop.spec.name}: no {method} result")
             values.append(np.clip(importance.values, 0.0, None))
-        share = np.array(values) / np.maximum(np.sum(values, axis=1, keepdims=True), 1e-300)
+        column_share = np.array(values) / np.maximum(np.sum(values, axis=1, keepdims=True), 1e-300)
+        share = np.stack(
+            [
+                column_share[:, [FEATURES.index(c) for c in columns]].sum(axis=1)
+                for columns in VARIABLES.values()
+            ],
+            axis=1,
+        )
         mean = share.mean(axis=0)
         shares.append(mean)
         cvs.append(np.where(mean > 0, share.std(axis=0, ddof=1) / np.maximum(mean, 1e-300), np.inf))
     share_median = np.median(shares, axis=0)
     cv_median = np.median(cvs, axis=0)
+    loss = shares[METHODS.index("permutation")]
     return [
-        FeatureProfile(name, float(share_median[i]), float(cv_median[i])) for i, name in enumerate(FEATURES)
+        FeatureProfile(name, float(share_median[i]), float(cv_median[i]), float(loss[i]))
+        for i, name in enumerate(VARIABLES)
     ]
 
 
 def choose_planted(
     profiles: Sequence[FeatureProfile], n_weak: int, used: Iterable[str] = ()
 ) -> tuple[str, list[str]]:
-    """The strong feature (largest share) and `n_weak` weak-but-consistent ones.
+    """The strong variable (largest share) and up to `n_weak` weak-but-relied-on ones.
 
-    Weak candidates hold between `WEAK_MIN_SHARE` and `WEAK_MAX_SHARE` of the importance with a
-    coefficient of variation of at most `WEAK_MAX_CV` over the history; the steadiest come first,
-    features not yet planted in an earlier group before those that were (so groups vary). With too
-    few candidates, the steadiest remaining features above `WEAK_MIN_SHARE` fill up.
+    Weak candidates hold between `WEAK_MIN_LOSS_SHARE` and `WEAK_MAX_LOSS_SHARE` of the permutation
+    importance (the model's loss relies on them, a little); the steadiest come first, variables not
+    yet planted in an earlier group before those that were (so groups vary). There is no fallback:
+    a variable the model does not rely on is not planted (`plants_for` repeats the weak ones).
     """
     strong = max(profiles, key=lambda p: p.share).feature
     earlier = set(used)
-    rest = [p for p in profiles if p.feature != strong and p.share >= WEAK_MIN_SHARE]
-    candidates = [p for p in rest if p.share <= WEAK_MAX_SHARE and p.cv <= WEAK_MAX_CV]
+    candidates = [
+        p
+        for p in profiles
+        if p.feature != strong and WEAK_MIN_LOSS_SHARE <= p.loss_share <= WEAK_MAX_LOSS_SHARE
+    ]
     ordered = sorted(candidates, key=lambda p: (p.feature in earlier, p.cv))
-    ordered += sorted((p for p in rest if p not in candidates), key=lambda p: p.cv)
     return strong, [p.feature for p in ordered[:n_weak]]
 
 
 def plants_for(strong: str, weak: Sequence[str], design: Design) -> list[Plant]:
-    return [Plant(kind, feature, design.lag_hours) for feature in (strong, *weak) for kind in design.kinds]
+    """Every kind of change for the strong variable and for `design.n_weak` weak ones; with fewer
+    weak variables than that, the found ones are planted again (another retrain each), so every
+    group has the same number of planted drops."""
+    weak_slots = [weak[k % len(weak)] for k in range(design.n_weak)] if weak else []
+    return [
+        Plant(kind, feature, design.lag_hours) for feature in (strong, *weak_slots) for kind in design.kinds
+    ]
 
 
 @dataclass
@@ -194,21 +229,36 @@ def build(
     planted: dict[str, dict[str, Any]] = {}
     drops: list[AuditedDrop] = []
     used: list[str] = []
+    group_plants: list[tuple[str, list[Plant]]] = []
     started = time.perf_counter()
     frozen_seconds = 0.0
 
     def audited(spec: DropSpec) -> AuditedDrop:
         began = time.perf_counter()
-        drop = audit_drop(spec, design.settings, root, fresh=fresh)
-        drops.append(drop)
+        # the parallel warm-up already (re)built it when fresh
+        again = fresh and design.workers <= 1
+        drop = audit_drop(spec, design.settings, root, fresh=again)
+        copies = tuple(
+            audit_drop(copy, design.settings, root, fresh=again) for copy in design.with_copies(spec)[1:]
+        )
+        drop = dataclasses.replace(drop, copies=copies)
+        drops.extend((drop, *copies))
         progress(
-            f"{spec.group.name}/{spec.name}: eval R^2 {drop.meta['eval_r2']:.3f} "
-            f"({time.perf_counter() - began:.1f} s)"
+            f"{spec.group.name}/{spec.name}: eval R^2 {drop.meta['eval_r2']:.3f}"
+            + (f" (+{len(copies)} copies)" if copies else "")
+            + f" ({time.perf_counter() - began:.1f} s)"
         )
         return drop
 
+    def warm(specs: Sequence[DropSpec]) -> None:
+        every = [one for spec in specs for one in design.with_copies(spec)]
+        warm_drops(every, design.settings, root, workers=design.workers, fresh=fresh)
+
+    warm([spec for index, group in enumerate(design.groups) for spec in history_specs(group, index, design)])
+    histories: list[list[AuditedDrop]] = []
     for index, group in enumerate(design.groups):
         history = [audited(spec) for spec in history_specs(group, index, design)]
+        histories.append(history)
         profiles[group.name] = feature_profiles(history)
         if design.planted is not None:
             plants = list(design.planted.get(group.name, ()))
@@ -219,6 +269,17 @@ def build(
             used.extend(weak)
             plants = plants_for(strong, weak, design)
             planted[group.name] = {"strong": strong, "weak": weak, "plants": [p.label for p in plants]}
+        group_plants.append((strong, plants))
+    warm(
+        [
+            spec
+            for index, (group, (_, plants)) in enumerate(zip(design.groups, group_plants, strict=True))
+            for spec in reseed_specs(group, index, design) + planted_specs(group, index, plants)
+        ]
+    )
+    for index, group in enumerate(design.groups):
+        history = histories[index]
+        strong, plants = group_plants[index]
         tests = [audited(spec) for spec in reseed_specs(group, index, design)]
         tests += [audited(spec) for spec in planted_specs(group, index, plants)]
         for j, test in enumerate(tests):
@@ -247,13 +308,14 @@ def build(
 
 
 def summaries(
-    scenario: Scenario, n_earlier: int | None, *, with_frozen: bool
+    scenario: Scenario, n_earlier: int | None, *, with_frozen: bool, with_copies: bool = False
 ) -> tuple[AuditSummary, AuditSummary, list[AuditSummary]]:
-    """(current, previous, history) of a scenario with its last `n_earlier` earlier drops (None: all)."""
+    """(current, previous, history) of a scenario with its last `n_earlier` earlier drops (None: all);
+    every drop with its reseeded copies when `with_copies`."""
     earlier = scenario.earlier if n_earlier is None else scenario.earlier[-n_earlier:]
     weeks = [FIRST_WEEK + dt.timedelta(weeks=k) for k in range(len(earlier) + 1)]
     past = [
-        summary(drop, week=week, run_id=k + 1)
+        summary(drop, week=week, run_id=k + 1, with_copies=with_copies)
         for k, (drop, week) in enumerate(zip(earlier, weeks, strict=False))
     ]
     current = summary(
@@ -261,6 +323,7 @@ def summaries(
         week=weeks[-1],
         run_id=len(earlier) + 1,
         frozen=scenario.frozen if with_frozen else None,
+        with_copies=with_copies,
     )
     return current, past[-1], past[:-1]
 
@@ -275,10 +338,21 @@ def ndcg_by_method(current: AuditSummary, previous: AuditSummary) -> dict[str, f
 
 
 def judge(
-    scenario: Scenario, n_earlier: int | None, config: DriftConfig, *, with_frozen: bool = False
+    scenario: Scenario,
+    n_earlier: int | None,
+    config: DriftConfig,
+    *,
+    with_frozen: bool = False,
+    with_copies: bool = False,
 ) -> dict[str, Any]:
-    """Both rules on one scenario: verdicts, named feature, nDCG and the z-score diagnostics."""
-    current, previous, history = summaries(scenario, n_earlier, with_frozen=with_frozen)
+    """Both rules on one scenario: verdicts, named feature, nDCG and the z-score diagnostics.
+
+    With `with_copies`, every drop holds its reseeded copies and the tool judges the means of its
+    models; nDCG, which SageMaker computes on one model's attributions, stays on the primary models.
+    """
+    current, previous, history = summaries(
+        scenario, n_earlier, with_frozen=with_frozen, with_copies=with_copies
+    )
     assessment = assess_drift(current, previous, history, config)
     ndcgs = ndcg_by_method(current, previous)
     plant = scenario.plant
@@ -295,6 +369,7 @@ def judge(
         "strength": scenario.strength,
         "n_earlier": len(history) + 1,
         "frozen": with_frozen,
+        "models": 1 + len(current.copies),
         "verdict": str(assessment.verdict),
         "reason": assessment.reason,
         "first_feature": None if first is None else first.feature,
@@ -306,36 +381,39 @@ def judge(
         "ndcg_alert_any": any(v < NDCG_THRESHOLD for v in finite),
         "ndcg_alert_permutation": (ndcgs.get("permutation") or 1.0) < NDCG_THRESHOLD,
         "diagnostics": diagnostics(
-            assessment, None if plant is None else plant.feature, config.min_agreeing_methods
+            assessment, () if plant is None else plant.columns, config.min_agreeing_methods
         ),
     }
     record["alert"] = assessment.verdict is DropVerdict.ALERT
     record["warn"] = assessment.verdict is DropVerdict.WARN
+    # a plant of wind direction is rightly named by any of its four columns
     record["right_feature"] = bool(
-        plant is not None and record["alert"] and record["first_feature"] == plant.feature
+        plant is not None and record["alert"] and record["first_feature"] in plant.columns
     )
     return record
 
 
-def diagnostics(assessment: DriftAssessment, planted: str | None, agreeing: int) -> dict[str, Any]:
-    """Per verdict method: |z| and evidence of the planted feature against the largest other one.
+def diagnostics(assessment: DriftAssessment, planted: Sequence[str], agreeing: int) -> dict[str, Any]:
+    """Per verdict method: |z| and evidence of the planted variable against the largest other feature.
 
-    Evidence is how far beyond its band a change is (value or time profile, in band half-widths;
-    > 1 means the method flags it), the quantity `audit.drift` orders features by. ``*_kth`` is
-    (evidence, |z|) of a feature in its `agreeing`-th strongest method: the feature is "changed"
-    when that evidence exceeds 1, so it shows how far each feature is from the line.
+    `planted` holds the planted variable's columns (none for a reseed); a variable of several
+    columns (wind direction) counts with its column of largest evidence. Evidence is how far beyond
+    its band a change is (value or time profile, in band half-widths; > 1 means the method flags
+    it), the quantity `audit.drift` orders features by. ``*_kth`` is (evidence, |z|) of a feature in
+    its `agreeing`-th strongest method: the feature is "changed" when that evidence exceeds 1, so it
+    shows how far each feature is from the line.
     """
     per_method: dict[str, Any] = {}
     for method in assessment.verdict_methods:
         drifts = [d for d in assessment.drifts if d.method == method and d.feature != "*"]
-        best_other = max((d for d in drifts if d.feature != planted), key=_evidence, default=None)
+        best_other = max((d for d in drifts if d.feature not in planted), key=_evidence, default=None)
         entry: dict[str, Any] = {
             "max_other_feature": None if best_other is None else best_other.feature,
             "max_other_z": None if best_other is None else _abs_z(best_other),
             "max_other_evidence": None if best_other is None else _evidence(best_other),
         }
-        if planted is not None:
-            mine = next((d for d in drifts if d.feature == planted), None)
+        if planted:
+            mine = max((d for d in drifts if d.feature in planted), key=_evidence, default=None)
             entry["planted_z"] = None if mine is None else _abs_z(mine)
             entry["planted_evidence"] = None if mine is None else _evidence(mine)
             entry["planted_flagged"] = mine is not None and mine.verdict is FeatureVerdict.CHANGED
@@ -343,13 +421,16 @@ def diagnostics(assessment: DriftAssessment, planted: str | None, agreeing: int)
                 None if mine is None or mine.band is None else str(mine.band.source)
             )
         per_method[method] = entry
-    mine_assessment = next((f for f in assessment.features if f.feature == planted), None)
+    mine_assessment = max(
+        (f for f in assessment.features if f.feature in planted), key=lambda f: f.agreement, default=None
+    )
     kth = kth_evidence(assessment, agreeing)
-    others = {name: value for name, value in kth.items() if name != planted}
+    others = {name: value for name, value in kth.items() if name not in planted}
     top_other = max(others, key=lambda name: others[name][0], default=None)
+    planted_kth = max((kth[name] for name in planted if name in kth), default=None)
     return {
         "methods": per_method,
-        "planted_kth": None if planted is None else kth.get(planted),
+        "planted_kth": planted_kth,
         "max_other_kth_feature": top_other,
         "max_other_kth": None if top_other is None else others[top_other],
         "planted_agreement": None if mine_assessment is None else mine_assessment.agreement,
@@ -390,7 +471,8 @@ def _evidence(drift: Any) -> float:
 
 
 def judge_all(scenarios: Sequence[Scenario], design: Design, config: DriftConfig) -> list[dict[str, Any]]:
-    """Every scenario at full history and at each cold start, without and (if built) with the frozen set."""
+    """Every scenario at full history and at each cold start, on single models and (if built) on the
+    means of each drop's models; at full history also with the frozen set (if built)."""
     records = []
     for scenario in scenarios:
         for n_earlier in (None, *design.cold_starts):
@@ -399,6 +481,8 @@ def judge_all(scenarios: Sequence[Scenario], design: Design, config: DriftConfig
             records.append(judge(scenario, n_earlier, config))
             if scenario.frozen is not None and n_earlier is None:
                 records.append(judge(scenario, n_earlier, config, with_frozen=True))
+            if scenario.test.copies:
+                records.append(judge(scenario, n_earlier, config, with_copies=True))
     return records
 
 
@@ -426,9 +510,14 @@ def rate(records: Iterable[Mapping[str, Any]], key: str) -> Rate:
 
 
 def select(
-    records: Sequence[Mapping[str, Any]], *, n_earlier: int | None = None, frozen: bool = False, **where: Any
+    records: Sequence[Mapping[str, Any]],
+    *,
+    n_earlier: int | None = None,
+    frozen: bool = False,
+    models: int = 1,
+    **where: Any,
 ) -> list[Mapping[str, Any]]:
-    """Records of one variant (`n_earlier` None: the full history) matching `where`."""
+    """Records of one variant (`n_earlier` None: the full history; `models` per drop) matching `where`."""
     full = max((r["n_earlier"] for r in records), default=0)
     wanted = full if n_earlier is None else n_earlier
     return [
@@ -436,14 +525,17 @@ def select(
         for r in records
         if r["frozen"] == frozen
         and r["n_earlier"] == wanted
+        and r["models"] == models
         and all(r[name] == value for name, value in where.items())
     ]
 
 
-def rule_rates(records: Sequence[Mapping[str, Any]], *, n_earlier: int | None = None) -> dict[str, Any]:
+def rule_rates(
+    records: Sequence[Mapping[str, Any]], *, n_earlier: int | None = None, models: int = 1
+) -> dict[str, Any]:
     """False-alarm, warn, detection and right-feature rates of both rules for one variant."""
-    reseeds = select(records, n_earlier=n_earlier, planted=False)
-    planted = select(records, n_earlier=n_earlier, planted=True)
+    reseeds = select(records, n_earlier=n_earlier, models=models, planted=False)
+    planted = select(records, n_earlier=n_earlier, models=models, planted=True)
     return {
         "n_reseed": len(reseeds),
         "n_planted": len(planted),
@@ -465,10 +557,10 @@ def rule_rates(records: Sequence[Mapping[str, Any]], *, n_earlier: int | None = 
     }
 
 
-def breakdown(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def breakdown(records: Sequence[Mapping[str, Any]], *, models: int = 1) -> list[dict[str, Any]]:
     """Detection and right-feature rates by planted kind and strength (full history)."""
     rows = []
-    planted = select(records, planted=True)
+    planted = select(records, planted=True, models=models)
     kinds = sorted({r["kind"] for r in planted})
     for kind in kinds:
         for strength in ("strong", "weak"):
