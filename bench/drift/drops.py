@@ -3,8 +3,10 @@
 A drop is one retrain: a GRU trained on a group's training window with its own seed (weights and
 training-row order), saved with an eval sample drawn from the group's held-out weeks, then audited
 with the project's own loader and methods (`audit.loading.load_drop`, `audit.runner.run_method`).
-A drop may carry a planted change (`Plant`): one feature shuffled between training windows, or one
-feature's feed lagged by some hours in training and eval data alike.
+A drop may carry a planted change (`Plant`): one variable (a column, or wind direction's four
+one-hot columns) shuffled between training windows, or its feed lagged by some hours in training
+and eval data alike. A drop's reseeded copies (`DropSpec.copy`) share its data and differ only in
+their training seed.
 
 Everything is cached under ``.cache/drift-benchmark/``: a drop folder holds ``model.keras``,
 ``eval.npz``, ``audit.toml`` and ``meta.json``; its audit is ``audit.json`` beside them, keyed by
@@ -559,8 +561,8 @@ def warm(
     specs: Sequence[DropSpec], settings: ModelSettings, root: Path, *, workers: int, fresh: bool = False
 ) -> None:
     """Train and audit `specs` into the cache in `workers` processes (1: nothing to do here; the
-    caller's sequential pass builds them). A drop is a small model: one process keeps the two
-    cores of a CI machine only half busy, two processes nearly halve the build."""
+    caller's sequential pass builds them). A drop is a small model that one process cannot keep
+    two cores busy with: two processes built models roughly 1.8x faster (docs/drift-benchmark.md)."""
     if workers <= 1 or not specs:
         return
     import concurrent.futures
