@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from audit.registry import parse_drop_date
 from audit.types import AuditError
@@ -285,22 +285,26 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _flow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `_audit` keywords that `run` and `backfill` take from the same command-line options."""
+    return {
+        "registry": args.registry,
+        "db_url": args.db,
+        "out_dir": args.out,
+        "model_name": args.model_name,
+        "methods": args.methods,
+        "random_state": args.seed,
+        "trust_model_code": args.trust_model_code,
+        "custom_modules": args.custom_module,
+        "task_runner": args.task_runner,
+        "dask_address": args.dask_address,
+        "email": _email_options(args),
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
     with _smtp_environment(args):
-        return _audit(
-            registry=args.registry,
-            db_url=args.db,
-            out_dir=args.out,
-            week=args.week,
-            model_name=args.model_name,
-            methods=args.methods,
-            random_state=args.seed,
-            trust_model_code=args.trust_model_code,
-            custom_modules=args.custom_module,
-            task_runner=args.task_runner,
-            dask_address=args.dask_address,
-            email=_email_options(args),
-        )
+        return _audit(week=args.week, **_flow_options(args))
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -310,22 +314,7 @@ def _backfill(args: argparse.Namespace) -> int:
     # the range checked before Prefect starts: a bad range fails in a second, with the drops listed
     drops_in_range(discover_drops(args.registry).drops, args.from_week, args.to_week)
     with _smtp_environment(args):
-        return _audit(
-            registry=args.registry,
-            db_url=args.db,
-            out_dir=args.out,
-            model_name=args.model_name,
-            methods=args.methods,
-            random_state=args.seed,
-            trust_model_code=args.trust_model_code,
-            custom_modules=args.custom_module,
-            from_week=args.from_week,
-            to_week=args.to_week,
-            redo=args.redo,
-            task_runner=args.task_runner,
-            dask_address=args.dask_address,
-            email=_email_options(args),
-        )
+        return _audit(from_week=args.from_week, to_week=args.to_week, redo=args.redo, **_flow_options(args))
 
 
 def _demo(args: argparse.Namespace) -> int:

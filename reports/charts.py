@@ -170,6 +170,18 @@ def rank_slopes(
     return _png(figure)
 
 
+def _check_profiles(
+    chart: str, labels: Sequence[str], current: FloatArray, previous: FloatArray | None
+) -> None:
+    """A (n_steps, n_features) profile per week, one label per feature column, both weeks alike."""
+    mismatched = current.ndim != 2 or len(labels) != current.shape[1]
+    if mismatched or (previous is not None and previous.shape != current.shape):
+        raise ValueError(
+            f"{chart}: {len(labels)} labels, current {current.shape}, "
+            f"previous {None if previous is None else previous.shape}: they must match"
+        )
+
+
 def profile_heatmaps(
     labels: Sequence[str],
     current: FloatArray,
@@ -185,12 +197,8 @@ def profile_heatmaps(
     (sequential from 0, or diverging around 0 when a profile is signed); the difference uses a
     diverging map centred on 0 with symmetric limits. Features are rows, steps are columns.
     """
+    _check_profiles("profile_heatmaps", labels, current, previous)
     n_steps, n_features = current.shape
-    if len(labels) != n_features or (previous is not None and previous.shape != current.shape):
-        raise ValueError(
-            f"profile_heatmaps: {len(labels)} labels, current {current.shape}, "
-            f"previous {None if previous is None else previous.shape}: they must match"
-        )
     panels: list[tuple[str, FloatArray]] = [(current_label, current)]
     if previous is not None:
         panels += [(previous_label, previous), ("difference", current - previous)]
@@ -257,9 +265,8 @@ def lag_profiles(
     own scale, shared by both weeks (the shape, which lags matter, is what a row shows; the bars
     and heat maps give the level); the row's peak this week is written on the right.
     """
-    n_steps, n_features = current.shape
-    if len(labels) != n_features or (previous is not None and previous.shape != current.shape):
-        raise ValueError(f"lag_profiles: {len(labels)} labels for a profile of shape {current.shape}")
+    _check_profiles("lag_profiles", labels, current, previous)
+    n_steps = current.shape[0]
     rows = []
     for j, label in enumerate(labels):
         series = [] if previous is None else [(previous[:, j], PREVIOUS_LINE_COLOUR, 1.4)]
