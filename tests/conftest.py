@@ -36,3 +36,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database per test, on each backend."""
     with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A temporary Prefect server for one test module's flow runs. A module whose server starts
+    beside heavy work sets ``PREFECT_STARTUP_TIMEOUT`` (seconds; 120 otherwise)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    timeout = getattr(request.module, "PREFECT_STARTUP_TIMEOUT", 120)
+    with prefect_test_harness(server_startup_timeout=timeout):
+        yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,3 +94,10 @@ def table_counts(engine: sa.Engine) -> dict[str, int]:
         return {
             name: connection.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one() for name in names
         }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.artifacts import TABLE_COLUMNS, artifact_keys, escape_markdown
 from flows.weekly_audit import AuditResult, weekly_audit
@@ -25,10 +23,9 @@ NAMES = ["temp", HOSTILE, "wind_speed", "unused"]
 METHODS = ["permutation", "weight_sum"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+#: This module's Prefect test server starts beside heavy work: give it longer (conftest).
+PREFECT_STARTUP_TIMEOUT = 300
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_keys_are_lowercase_letters_digits_and_dashes() -> None:

@@ -22,7 +22,6 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from prefect.states import State
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy.orm import Session
 
 from audit.compare import compare_audits
@@ -32,7 +31,7 @@ from storage import repository
 from storage.session import make_engine
 from tests.helpers import linear_model, table_counts, write_drop
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 GOOD_WEEK = dt.date(2014, 10, 27)
 BAD_WEEK = dt.date(2014, 11, 3)
@@ -40,12 +39,6 @@ LATER_WEEK = dt.date(2014, 11, 10)
 NAMES = ("f0", "f1", "f2", "f3")
 WEIGHTS = (1.0, 2.0, 3.0, 4.0)
 FAST = ["weight_sum"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.testing.utilities import prefect_test_harness
 from prefect_dask import DaskTaskRunner
 
 from audit.types import AuditError
@@ -46,12 +44,6 @@ def _figures(db_url: str, query: str) -> tuple[list[tuple[object, ...]], np.ndar
     with make_engine(db_url).connect() as connection:
         rows = [tuple(row) for row in connection.execute(sa.text(query))]
     return [row[:-1] for row in rows], np.array([row[-1] for row in rows], dtype=float)
-
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.mark.slow

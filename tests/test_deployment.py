@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage.session import make_engine
-from tests.helpers import small_registry
+from tests.helpers import free_port, small_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -51,13 +50,6 @@ class Server:
     logs: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """End `process` and everything it started (its own process group): TERM, then KILL."""
     if process.poll() is None:
@@ -78,7 +70,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def server(tmp_path: Path) -> Iterator[Server]:
     """`prefect server start` on a free loopback port, with its own home; stopped at teardown."""
     home = tmp_path / "prefect-home"
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     # The user's own Prefect and drift-audit settings (a server, email recipients) stay out.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFT_AUDIT_"))}

@@ -16,7 +16,6 @@ import ipaddress
 import logging
 import re
 import smtplib
-import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +61,7 @@ from reports.rendered import RenderedReport
 from storage import repository
 from storage.models import Base, ReportDeliveryRow
 from storage.session import make_engine, upgrade_database
+from tests.helpers import free_port
 from tests.test_report import (
     METHODS,
     NASTY,
@@ -137,12 +137,6 @@ def logs() -> Iterator[Logs]:
     for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -607,14 +601,6 @@ def test_no_recipients_or_no_email_sends_nothing_and_bad_settings_name_the_fix()
         )
     defaults = resolve_delivery(EmailOptions(smtp_security="ssl"), {**with_to, "DRIFT_AUDIT_SMTP_HOST": "h"})
     assert defaults is not None and defaults.smtp.port == 465
-
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 # --- delivery log and idempotency -----------------------------------------------------------------

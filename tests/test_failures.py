@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,6 @@ import sqlalchemy as sa
 import tensorflow as tf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.testing.utilities import prefect_test_harness
 
 import flows.tasks
 import flows.weekly_audit
@@ -34,13 +32,7 @@ from tests.helpers import small_registry, table_counts
 
 WEEKS = [dt.date(2014, 10, 27), dt.date(2014, 11, 3)]
 METHODS = ["weight_sum", "saliency"]
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def _exploding(

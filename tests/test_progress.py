@@ -6,12 +6,10 @@ import datetime as dt
 import io
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import progress
 from flows.cli import main
@@ -20,10 +18,9 @@ from tests.helpers import small_registry
 W1, W2 = dt.date(2026, 3, 2), dt.date(2026, 3, 9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+#: This module's Prefect test server starts beside heavy work: give it longer (conftest).
+PREFECT_STARTUP_TIMEOUT = 300
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 class _Terminal(io.StringIO):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from audit.loading import LoadedDrop, load_drop
 from audit.methods import MethodContext, MethodSpec, registered_methods
@@ -177,12 +175,6 @@ def test_a_worker_refuses_a_drop_whose_files_changed(loaded_drop: LoadedDrop) ->
 
 
 # --- the flow -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.mark.slow
