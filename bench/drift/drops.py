@@ -561,8 +561,8 @@ def warm(
     specs: Sequence[DropSpec], settings: ModelSettings, root: Path, *, workers: int, fresh: bool = False
 ) -> None:
     """Train and audit `specs` into the cache in `workers` processes (1: nothing to do here; the
-    caller's sequential pass builds them). A drop is a small model that one process cannot keep
-    two cores busy with: two processes built models roughly 1.8x faster (docs/drift-benchmark.md)."""
+    caller's sequential pass builds them). A drop is a small model that one process does not keep
+    two cores busy with, so two processes build the benchmark sooner."""
     if workers <= 1 or not specs:
         return
     import concurrent.futures
