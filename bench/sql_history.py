@@ -54,7 +54,7 @@ from audit.types import (  # noqa: E402
     ModelImportances,
     Task,
 )
-from storage import repository  # noqa: E402
+from storage import delivery_log, writes  # noqa: E402
 from storage.history import HistoryFilter, history_query  # noqa: E402
 from storage.session import make_engine, upgrade_database  # noqa: E402
 
@@ -153,9 +153,9 @@ def fill(engine: sa.Engine, args: argparse.Namespace) -> dict[str, float]:
                 history[-1].week.isoformat(), weeks.importances(index, data_methods_only=True)
             )
         with _timed(seconds, "start_run"), Session(engine) as session, session.begin():
-            run_id = repository.start_run(session, model_name=MODEL, week=week, model_path=facts.path)
+            run_id = writes.start_run(session, model_name=MODEL, week=week, model_path=facts.path)
         with _timed(seconds, "record_success"), Session(engine) as session, session.begin():
-            repository.record_success(
+            writes.record_success(
                 session,
                 run_id,
                 facts=facts,
@@ -173,9 +173,9 @@ def fill(engine: sa.Engine, args: argparse.Namespace) -> dict[str, float]:
                 comparisons = compare_audits(current, previous)
                 assessment = assess_drift(current, previous, history[-1 - config.history_weeks : -1], config)
             with _timed(seconds, "save_assessment"), Session(engine) as session, session.begin():
-                repository.save_assessment(session, run_id, previous.run_id, comparisons, assessment)
+                writes.save_assessment(session, run_id, previous.run_id, comparisons, assessment)
         with _timed(seconds, "record_delivery"), Session(engine) as session, session.begin():
-            repository.record_delivery(session, run_id, f"/out/{week}/report.html", status="written")
+            delivery_log.record_delivery(session, run_id, f"/out/{week}/report.html", status="written")
         history = [*history[-config.history_weeks :], current]
         if (index + 1) % 26 == 0:
             print(f"  {index + 1}/{args.weeks} drops", file=sys.stderr, flush=True)

@@ -43,7 +43,7 @@ from reports.email import (
     send_email,
 )
 from reports.rendered import RenderedReport
-from storage import repository
+from storage import delivery_log
 
 ENV_TO = "DRIFT_AUDIT_EMAIL_TO"
 ENV_FROM = "DRIFT_AUDIT_EMAIL_FROM"
@@ -251,7 +251,7 @@ def deliver_report(
             report_path,
         )
     with Session(engine) as session:
-        if repository.was_emailed(session, run_id, email.message_id):
+        if delivery_log.was_emailed(session, run_id, email.message_id):
             logger.info("report of run %d already e-mailed as %s: not sent again", run_id, email.message_id)
             return email.message_id
     # The row exists before anything is sent: an attempt that dies mid-send leaves a trace.
@@ -261,7 +261,7 @@ def deliver_report(
     try:
         result = send_email(email, delivery.smtp)
     except EmailError as error:
-        _update_delivery(engine, delivery_id, status=repository.DeliveryStatus.FAILED, error=str(error))
+        _update_delivery(engine, delivery_id, status=delivery_log.DeliveryStatus.FAILED, error=str(error))
         raise
     refused = "; ".join(f"{address}: {reply}" for address, reply in result.refused.items())
     logger.info("report e-mailed to %s via %s", ", ".join(result.accepted), delivery.smtp.address)
@@ -271,7 +271,7 @@ def deliver_report(
         _update_delivery(
             engine,
             delivery_id,
-            status=repository.DeliveryStatus.SENT,
+            status=delivery_log.DeliveryStatus.SENT,
             emailed_to=result.accepted,
             error=f"refused: {refused}" if refused else "",
         )
@@ -297,11 +297,11 @@ def _log_delivery(
 ) -> int:
     """A new ``failed`` row of `run_id` in ``report_deliveries``; returns its id."""
     with Session(engine) as session, session.begin():
-        return repository.record_delivery(
+        return delivery_log.record_delivery(
             session,
             run_id,
             report_path,
-            status=repository.DeliveryStatus.FAILED,
+            status=delivery_log.DeliveryStatus.FAILED,
             emailed_to=list(recipients) or None,
             message_id=message_id,
             error=error,
@@ -312,13 +312,13 @@ def _update_delivery(
     engine: Engine,
     delivery_id: int,
     *,
-    status: repository.DeliveryStatus,
+    status: delivery_log.DeliveryStatus,
     emailed_to: Sequence[str] | None = None,
     error: str | None = None,
 ) -> None:
     """Set the outcome of the delivery row `delivery_id` (``error=""`` clears the error)."""
     with Session(engine) as session, session.begin():
-        repository.update_delivery(
+        delivery_log.update_delivery(
             session,
             delivery_id,
             status=status,

@@ -48,10 +48,10 @@ from audit.types import (
     ReportInput,
 )
 from flows.method_tasks import DropInputs, FrozenModel, remember_model
-from reports.context import HISTORY_FEATURES, HISTORY_WEEKS
 from reports.render import render_outputs, write_report
 from reports.rendered import RenderedReport
-from storage import repository
+from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
+from storage import delivery_log, reads, writes
 from storage.history import report_history
 from storage.session import make_engine, upgrade_database
 
@@ -139,7 +139,7 @@ def plan_task(
         return tuple(chosen)
     in_range = drops_in_range(listing.drops, from_week, to_week)
     with Session(engine_for(db_url)) as session:
-        done = repository.audited_weeks(session, model_name)
+        done = reads.audited_weeks(session, model_name)
     pending = in_range if redo else tuple(drop for drop in in_range if drop.week not in done)
     redone = sum(drop.week in done for drop in pending)
     get_run_logger().info(
@@ -153,7 +153,7 @@ def stale_comparisons_task(db_url: str, model_name: str, audited: Sequence[dt.da
     """Already-audited weeks whose previous drop changed because `audited` got new figures (a
     backfilled gap or a re-audit): their comparison and drift call must be made again."""
     with Session(engine_for(db_url)) as session:
-        weeks = repository.audited_weeks(session, model_name)
+        weeks = reads.audited_weeks(session, model_name)
     stale = stale_comparisons(weeks, audited)
     if stale:
         listed = ", ".join(w.isoformat() for w in stale)
@@ -164,7 +164,7 @@ def stale_comparisons_task(db_url: str, model_name: str, audited: Sequence[dt.da
 @task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
 def start_run_task(db_url: str, model_name: str, drop: Drop, flow_run_id: str | None) -> int:
     with Session(engine_for(db_url)) as session, session.begin():
-        return repository.start_run(
+        return writes.start_run(
             session,
             model_name=model_name,
             week=drop.week,
@@ -231,7 +231,7 @@ def frozen_model_task(
     if not loaded.config.drift.frozen_set or loaded.sample is None:
         return None
     with Session(engine_for(db_url)) as session:
-        previous_week = repository.previous_week(session, model_name, week)
+        previous_week = reads.previous_week(session, model_name, week)
     previous = next((drop for drop in listing.drops if drop.week == previous_week), None)
     if previous_week is None or previous is None:
         if previous_week is not None:
@@ -268,7 +268,7 @@ def store_task(
 ) -> None:
     sample = loaded.sample
     with Session(engine_for(db_url)) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=loaded.facts,
@@ -289,23 +289,23 @@ def store_task(
 @task(name="record-failure", cache_policy=NO_CACHE, **IO_RETRIES)
 def record_failure_task(db_url: str, run_id: int, error: str) -> None:
     with Session(engine_for(db_url)) as session, session.begin():
-        repository.record_failure(session, run_id, error)
+        writes.record_failure(session, run_id, error)
 
 
 @task(name="compare", cache_policy=NO_CACHE, **IO_RETRIES)
 def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: DriftConfig) -> ReportInput:
     """Compare the drop of `week` with the latest earlier audited drop, make the drift call, store both."""
     with Session(engine_for(db_url)) as session, session.begin():
-        current = repository.load_audit(session, model_name, week)
+        current = reads.load_audit(session, model_name, week)
         if current is None:
             raise AuditError(f"no stored audit for {model_name} {week.isoformat()}; run the audit first")
-        previous = repository.previous_audit(session, model_name, week)
+        previous = reads.previous_audit(session, model_name, week)
         comparisons = () if previous is None else compare_audits(current, previous)
         assessment = None
         if previous is not None:
-            history = repository.recent_audits(session, model_name, previous.week, drift_config.history_weeks)
+            history = reads.recent_audits(session, model_name, previous.week, drift_config.history_weeks)
             assessment = assess_drift(current, previous, history, drift_config)
-            repository.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
+            writes.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
         # exactly what the report's history charts draw (weeks, top features): nothing fetched in vain
         importance_history = report_history(
             session, model_name, week, weeks=HISTORY_WEEKS, top_k=HISTORY_FEATURES
@@ -351,9 +351,9 @@ def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> tuple[
     rendered = render_outputs(report_input)
     path = write_report(rendered.html, out_dir, report_input.current.week)
     with Session(engine_for(db_url)) as session, session.begin():
-        repository.set_report_path(session, report_input.current.run_id, path)
-        repository.record_delivery(
-            session, report_input.current.run_id, path, status=repository.DeliveryStatus.WRITTEN
+        delivery_log.set_report_path(session, report_input.current.run_id, path)
+        delivery_log.record_delivery(
+            session, report_input.current.run_id, path, status=delivery_log.DeliveryStatus.WRITTEN
         )
     get_run_logger().info("report written to %s", path)
     return path, rendered
@@ -362,4 +362,4 @@ def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> tuple[
 @task(name="latest-audited-week", cache_policy=NO_CACHE)
 def latest_week_task(db_url: str, model_name: str) -> dt.date | None:
     with Session(engine_for(db_url)) as session:
-        return repository.latest_audited_week(session, model_name)
+        return reads.latest_audited_week(session, model_name)

@@ -5,8 +5,9 @@ global registry until it is closed, which leaks memory in a long-running worker.
 here is an ordinary object, freed when the function returns (`_png` also clears it, so the
 artists' reference cycles do not wait for the garbage collector).
 
-The functions take plain arrays and names (the choice of features is `reports.context`'s job) and
-draw every figure exactly 700 px wide, the width of the report's column.
+The functions take plain arrays and names (the choice of features is `reports.sections`'s job,
+the alt text `reports.section_charts`'s) and draw every figure exactly 700 px wide, the width of
+the report's column.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import css_inline
 import jinja2
 
 from audit.types import AuditError
-from reports.context import ReportContext
+from reports.context_types import ReportContext
 from reports.render import make_environment
 from reports.rendered import RenderedReport
 

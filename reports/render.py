@@ -25,8 +25,10 @@ from pathlib import Path
 import jinja2
 
 from audit.types import ReportInput
-from reports.context import HISTORY_WEEKS, Chart, ReportContext, build_context
+from reports.context import build_context
+from reports.context_types import Chart, ReportContext
 from reports.rendered import InlineImage, RenderedReport
+from reports.sections import HISTORY_WEEKS
 
 TEMPLATE = "report.html"
 #: Shown for a figure that does not exist (first drop, feature missing in one week, NaN).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.context import ReportContext
+from reports.context_types import ReportContext
 
 
 @dataclass(frozen=True)

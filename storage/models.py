@@ -8,6 +8,7 @@ the migrations and these classes agree). Views (``importance_history``, ``import
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -50,6 +51,19 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+#: Error texts are stored cut to this many characters (`audit_runs.error`, `report_deliveries.error`).
+MAX_ERROR_CHARS = 4000
+
+
+class ModelKind(StrEnum):
+    """`model_importances.kind` and `model_profiles.kind`: which extra model of a run a figure belongs to."""
+
+    #: A reseeded copy of the drop's model (`AuditSummary.copies`), labelled by its file name.
+    COPY = "copy"
+    #: The previous drop's model on this drop's eval sample (`AuditSummary.frozen`), labelled by its week.
+    FROZEN = "frozen"
 
 
 class Base(DeclarativeBase):

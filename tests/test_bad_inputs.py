@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from audit.compare import compare_audits
 from flows.cli import main
 from flows.weekly_audit import AuditResult, weekly_audit
-from storage import repository
+from storage import reads
 from storage.session import make_engine
 from tests.helpers import linear_model, table_counts, write_drop
 
@@ -540,8 +540,8 @@ def test_skipped_folder_beside_good_drops(tmp_path: Path, sqlite_url: str) -> No
     skipped = f"skipped {registry / BAD_WEEK.isoformat()}: no model"
     assert any(line.startswith(skipped) for line in _warnings(records))
     with Session(make_engine(sqlite_url)) as session:
-        current = repository.load_audit(session, "m", LATER_WEEK)
-        previous = repository.previous_audit(session, "m", LATER_WEEK)
+        current = reads.load_audit(session, "m", LATER_WEEK)
+        previous = reads.previous_audit(session, "m", LATER_WEEK)
     assert current is not None and previous is not None and previous.week == GOOD_WEEK
 
 
@@ -566,9 +566,7 @@ def test_features_are_aligned_by_name_across_drops(tmp_path: Path, db_url: str) 
     assert state.is_completed()
     engine = make_engine(db_url)
     with Session(engine) as session:
-        audits = {
-            week: repository.load_audit(session, "m", week) for week in (GOOD_WEEK, BAD_WEEK, LATER_WEEK)
-        }
+        audits = {week: reads.load_audit(session, "m", week) for week in (GOOD_WEEK, BAD_WEEK, LATER_WEEK)}
     first, second, third = (audits[week] for week in (GOOD_WEEK, BAD_WEEK, LATER_WEEK))
     assert first is not None and second is not None and third is not None
 

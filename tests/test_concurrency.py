@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from audit.types import Importance, MethodOutcome, MethodStatus, ModelFacts, RunStatus, Task
-from storage import repository
+from storage import reads, writes
 from storage.models import AuditRun
 from storage.session import make_engine, upgrade_database
 from tests.databases import BACKENDS, fresh_database
@@ -62,7 +62,7 @@ FACTS = ModelFacts(Path("/r/model.keras"), "a" * 64, (None, 3), (None, 1), 7, Ta
 
 def _store(engine: sa.Engine, run_id: int, scale: float) -> None:
     with Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=FACTS,
@@ -76,7 +76,7 @@ def _store(engine: sa.Engine, run_id: int, scale: float) -> None:
 
 def _start(engine: sa.Engine) -> int:
     with Session(engine) as session, session.begin():
-        return repository.start_run(session, model_name="m", week=WEEK, model_path=FACTS.path)
+        return writes.start_run(session, model_name="m", week=WEEK, model_path=FACTS.path)
 
 
 def _audit_same_drop(url: str, barrier: Any, results: Any, scale: float) -> None:
@@ -139,7 +139,7 @@ def test_two_processes_auditing_one_drop_leave_one_set_of_figures(
         engine = make_engine(url)
         with Session(engine) as session:
             statuses = {run.id: run.status for run in session.scalars(sa.select(AuditRun))}
-            summary = repository.load_audit(session, "m", WEEK)
+            summary = reads.load_audit(session, "m", WEEK)
         assert statuses == {
             **{run_id: RunStatus.SUPERSEDED for run_id in earlier},
             first["run_id"]: RunStatus.SUPERSEDED,

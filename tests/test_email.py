@@ -58,7 +58,7 @@ from reports.email import (
 )
 from reports.render import render_outputs
 from reports.rendered import RenderedReport
-from storage import repository
+from storage import delivery_log, writes
 from storage.models import Base, ReportDeliveryRow
 from storage.session import make_engine, upgrade_database
 from tests.helpers import free_port
@@ -616,9 +616,7 @@ def engine(db_url: str) -> sa.Engine:
 def stored_input(engine: sa.Engine, names: Sequence[str] = (NASTY, *feature_names(5))) -> ReportInput:
     """A report input whose run exists in `engine`'s database."""
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(
-            session, model_name="churn-weekly", week=WEEK, model_path=Path("/m.keras")
-        )
+        run_id = writes.start_run(session, model_name="churn-weekly", week=WEEK, model_path=Path("/m.keras"))
     report_input = drift_input(names, collapsed=names[0])
     return dataclasses.replace(report_input, current=dataclasses.replace(report_input.current, run_id=run_id))
 
@@ -709,7 +707,7 @@ def test_a_failing_delivery_row_update_after_sending_does_not_raise(
         raise sa.exc.OperationalError("UPDATE report_deliveries", {}, Exception("database is locked"))
 
     monkeypatch.setattr(flows.delivery, "send_email", spying_send)
-    monkeypatch.setattr(repository, "update_delivery", broken_update)
+    monkeypatch.setattr(delivery_log, "update_delivery", broken_update)
     inbox = Inbox()
     with smtp_server(inbox) as port:
         delivery = EmailDelivery(sender=SENDER, recipients=RECIPIENTS, smtp=plain_settings(port))
@@ -722,7 +720,7 @@ def test_a_failing_delivery_row_update_after_sending_does_not_raise(
 
 
 def test_text_part_names_profile_only_changes_and_missing_weeks() -> None:
-    from reports.context import VerdictRow
+    from reports.context_types import VerdictRow
     from reports.email import plain_text_summary
 
     names = feature_names(5)

@@ -25,8 +25,8 @@ from audit.types import AuditError, DriftConfig, FloatArray, Importance, ReportI
 from flows.cli import main
 from flows.tasks import is_transient_error, store_task
 from flows.weekly_audit import AuditResult, weekly_audit
-from reports.context import HISTORY_FEATURES, HISTORY_WEEKS
-from storage import repository
+from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
+from storage import writes
 from storage.session import make_engine
 from tests.helpers import small_registry, table_counts
 
@@ -121,7 +121,7 @@ def test_a_store_failure_fails_the_run_and_writes_nothing_half(
     args, db_url = _audited(tmp_path)
     before = table_counts(make_engine(db_url))
     history = _rows(db_url, "SELECT * FROM importance_history ORDER BY week, method, feature")
-    real = repository.record_success
+    real = writes.record_success
     calls: list[int] = []
 
     def fails_midway(session: sa.orm.Session, run_id: int, **kwargs: object) -> None:
@@ -129,7 +129,7 @@ def test_a_store_failure_fails_the_run_and_writes_nothing_half(
         real(session, run_id, **kwargs)  # every row written in the transaction...
         raise ConnectionResetError("connection reset by peer")  # ...then it breaks before the commit
 
-    monkeypatch.setattr(repository, "record_success", fails_midway)
+    monkeypatch.setattr(writes, "record_success", fails_midway)
     state = weekly_audit(
         registry=str(tmp_path / "registry"),
         db_url=db_url,
@@ -154,7 +154,7 @@ def test_a_transient_database_error_in_store_is_retried(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = small_registry(tmp_path, WEEKS[:1])
-    real = repository.record_success
+    real = writes.record_success
     calls: list[int] = []
 
     def fails_once(session: sa.orm.Session, run_id: int, **kwargs: object) -> None:
@@ -163,7 +163,7 @@ def test_a_transient_database_error_in_store_is_retried(
         if len(calls) == 1:
             raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(repository, "record_success", fails_once)
+    monkeypatch.setattr(writes, "record_success", fails_once)
     result = weekly_audit(
         registry=str(registry), db_url=db_url, out_dir=str(tmp_path / "out"), methods=METHODS
     )
@@ -186,7 +186,7 @@ def test_an_error_that_is_not_transient_io_is_not_retried(
         calls.append(run_id)
         raise TypeError("record_success() got an unexpected keyword argument 'copies'")
 
-    monkeypatch.setattr(repository, "record_success", bug)
+    monkeypatch.setattr(writes, "record_success", bug)
     state = weekly_audit(
         registry=str(registry), out_dir=str(tmp_path / "out"), methods=METHODS, return_state=True
     )

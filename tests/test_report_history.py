@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit.types import Importance, MethodOutcome, MethodStatus, ModelFacts, Task
-from storage import repository
+from storage import writes
 from storage.history import report_history
 from storage.session import make_engine, upgrade_database
 
@@ -51,9 +51,9 @@ def _audit(
     engine: sa.Engine, week: dt.date, figures: Mapping[str, Mapping[str, float]], model: str = "m"
 ) -> int:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name=model, week=week, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name=model, week=week, model_path=_facts().path)
     with Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -68,9 +68,9 @@ def _audit(
 
 def _fail(engine: sa.Engine, week: dt.date) -> None:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=week, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=week, model_path=_facts().path)
     with Session(engine) as session, session.begin():
-        repository.record_failure(session, run_id, "model.keras: cannot load")
+        writes.record_failure(session, run_id, "model.keras: cannot load")
 
 
 def _history(engine: sa.Engine, week: dt.date, **options: int) -> dict[str, tuple[list[str], np.ndarray]]:

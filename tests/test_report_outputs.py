@@ -24,10 +24,11 @@ from audit.compare import compare_audits
 from audit.drift import assess_drift
 from audit.types import Importance
 from reports.charts import png_size
-from reports.context import build_context, rank_changes
+from reports.context import build_context
 from reports.email import inline_css
 from reports.render import EMAIL_TABLE_ROWS, render_context, render_outputs, render_report
 from reports.rendered import RenderedReport
+from reports.sections import rank_changes
 from tests.report_builders import (
     COLLAPSED,
     METHODS,

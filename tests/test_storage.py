@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from audit.types import Importance, MethodOutcome, MethodStatus, ModelEvaluation, ModelFacts, RunStatus, Task
-from storage import repository
+from storage import reads, writes
 from storage.models import AuditRun, Base
 from storage.session import alembic_config, make_engine, upgrade_database
 from tests.helpers import table_counts
@@ -69,9 +69,9 @@ def _outcomes(scale: float = 1.0) -> tuple[MethodOutcome, ...]:
 
 def _audit(engine: sa.Engine, week: dt.date = WEEK, scale: float = 1.0) -> int:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=week, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=week, model_path=_facts().path)
     with Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -118,7 +118,7 @@ def test_every_migration_downgrades_and_upgrades_again(engine: sa.Engine) -> Non
 def test_stored_audit_reads_back_and_fills_the_view(engine: sa.Engine) -> None:
     run_id = _audit(engine)
     with Session(engine) as session:
-        summary = repository.load_audit(session, "m", WEEK)
+        summary = reads.load_audit(session, "m", WEEK)
     assert summary is not None and summary.run_id == run_id
     assert summary.model.input_shape == (None, 24, 3) and summary.n_eval_samples == 168
     assert [o.method for o in summary.outcomes] == [
@@ -165,7 +165,7 @@ def test_reaudit_replaces_figures_without_duplicating(engine: sa.Engine) -> None
     assert after["audit_runs"] == 2 and after["model_drops"] == 1
     with Session(engine) as session:
         assert session.get_one(AuditRun, first).status == RunStatus.SUPERSEDED
-        summary = repository.load_audit(session, "m", WEEK)
+        summary = reads.load_audit(session, "m", WEEK)
     assert summary is not None and summary.run_id == second
     np.testing.assert_allclose(summary.importance("permutation").values, [1.8, 0.2, 0.6])  # type: ignore[union-attr]
 
@@ -174,26 +174,26 @@ def test_failure_leaves_earlier_figures_and_a_failed_run(engine: sa.Engine) -> N
     _audit(engine)
     before = table_counts(engine)
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
     with Session(engine) as session, session.begin():
-        repository.record_failure(session, run_id, "model.keras: cannot load the model")
+        writes.record_failure(session, run_id, "model.keras: cannot load the model")
     after = table_counts(engine)
     assert after == {**before, "audit_runs": before["audit_runs"] + 1}
     with Session(engine) as session:
         failed = session.get_one(AuditRun, run_id)
         assert failed.status == RunStatus.FAILED and "cannot load" in (failed.error or "")
         assert failed.finished_at is not None and failed.finished_at.tzinfo is not None
-        assert repository.load_audit(session, "m", WEEK) is not None
+        assert reads.load_audit(session, "m", WEEK) is not None
 
 
 def test_a_write_that_fails_midway_rolls_back_whole(engine: sa.Engine) -> None:
     _audit(engine)
     before = table_counts(engine)
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
     duplicate = (*_outcomes(), _outcomes()[1])  # the same method twice violates a unique constraint
     with pytest.raises(sa.exc.IntegrityError), Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -204,26 +204,26 @@ def test_a_write_that_fails_midway_rolls_back_whole(engine: sa.Engine) -> None:
         )
     assert table_counts(engine) == {**before, "audit_runs": before["audit_runs"] + 1}
     with Session(engine) as session:
-        assert repository.load_audit(session, "m", WEEK) is not None  # the old figures survive
+        assert reads.load_audit(session, "m", WEEK) is not None  # the old figures survive
 
 
 def test_previous_audit_skips_gaps_and_weeks_are_listed(engine: sa.Engine) -> None:
     _audit(engine, dt.date(2014, 10, 20))
     _audit(engine, dt.date(2014, 11, 3))  # no drop on 2014-10-27
     with Session(engine) as session:
-        previous = repository.previous_audit(session, "m", dt.date(2014, 11, 3))
+        previous = reads.previous_audit(session, "m", dt.date(2014, 11, 3))
         assert previous is not None and previous.week == dt.date(2014, 10, 20)
-        assert repository.previous_audit(session, "m", dt.date(2014, 10, 20)) is None
-        assert repository.audited_weeks(session, "m") == {dt.date(2014, 10, 20), dt.date(2014, 11, 3)}
-        assert repository.latest_audited_week(session, "m") == dt.date(2014, 11, 3)
-        assert repository.audited_weeks(session, "other") == set()
+        assert reads.previous_audit(session, "m", dt.date(2014, 10, 20)) is None
+        assert reads.audited_weeks(session, "m") == {dt.date(2014, 10, 20), dt.date(2014, 11, 3)}
+        assert reads.latest_audited_week(session, "m") == dt.date(2014, 11, 3)
+        assert reads.audited_weeks(session, "other") == set()
 
 
 def test_evaluation_reads_back_and_a_run_without_one_has_none(engine: sa.Engine) -> None:
     evaluation = ModelEvaluation("cross_entropy", 0.42, "accuracy", 0.875, 168)
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
-        repository.record_success(
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -235,8 +235,8 @@ def test_evaluation_reads_back_and_a_run_without_one_has_none(engine: sa.Engine)
         )
     _audit(engine, dt.date(2014, 11, 10))  # no evaluation
     with Session(engine) as session:
-        stored = repository.load_audit(session, "m", WEEK)
-        later = repository.load_audit(session, "m", dt.date(2014, 11, 10))
+        stored = reads.load_audit(session, "m", WEEK)
+        later = reads.load_audit(session, "m", dt.date(2014, 11, 10))
     assert stored is not None and stored.evaluation == evaluation
     assert later is not None and later.evaluation is None
     with engine.connect() as connection:
@@ -252,10 +252,10 @@ def test_evaluation_reads_back_and_a_run_without_one_has_none(engine: sa.Engine)
 
 def test_evaluation_of_another_sample_is_refused(engine: sa.Engine) -> None:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
     refused = pytest.raises(ValueError, match="evaluation covers 10 samples but the run audited 168")
     with refused, Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -280,5 +280,5 @@ def test_downgrade_of_0006_keeps_the_figures(engine: sa.Engine) -> None:
     assert table_counts(engine) == before  # no table rebuild: nothing cascades away
     upgrade_database(engine)
     with Session(engine) as session:
-        summary = repository.load_audit(session, "m", WEEK)
+        summary = reads.load_audit(session, "m", WEEK)
     assert summary is not None and summary.evaluation is None and len(summary.outcomes) == 5

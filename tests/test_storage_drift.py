@@ -30,7 +30,7 @@ from audit.types import (
     RunStatus,
     Task,
 )
-from storage import repository
+from storage import reads, writes
 from storage.models import AuditRun
 from storage.session import alembic_config, make_engine, upgrade_database
 
@@ -99,9 +99,9 @@ def _record(
     frozen: ModelImportances | None = None,
 ) -> int:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=week, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=week, model_path=_facts().path)
     with Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -120,13 +120,13 @@ def _assess(
 ) -> tuple[AuditSummary, tuple[MethodComparison, ...], DriftAssessment]:
     """What the flow's compare step does: load, compare, assess against the history, store."""
     with Session(engine) as session, session.begin():
-        current = repository.load_audit(session, "m", week)
-        previous = repository.previous_audit(session, "m", week)
+        current = reads.load_audit(session, "m", week)
+        previous = reads.previous_audit(session, "m", week)
         assert current is not None and previous is not None
-        history = repository.recent_audits(session, "m", previous.week, 8)
+        history = reads.recent_audits(session, "m", previous.week, 8)
         comparisons = compare_audits(current, previous)
         assessment = assess_drift(current, previous, history)
-        repository.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
+        writes.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
     return current, comparisons, assessment
 
 
@@ -197,9 +197,9 @@ def test_copies_and_frozen_model_read_back_equal(engine: sa.Engine) -> None:
     _record(engine, WEEKS[0], _outcomes(0), copies, frozen)
     _record(engine, WEEKS[1], _outcomes(1))
     with Session(engine) as session:
-        summary = repository.load_audit(session, "m", WEEKS[0])
-        previous = repository.previous_audit(session, "m", WEEKS[1])
-        plain = repository.load_audit(session, "m", WEEKS[1])
+        summary = reads.load_audit(session, "m", WEEKS[0])
+        previous = reads.previous_audit(session, "m", WEEKS[1])
+        plain = reads.load_audit(session, "m", WEEKS[1])
     assert summary is not None and previous is not None and plain is not None
     assert [copy.label for copy in summary.copies] == ["model_seed1.keras", "model_seed2.keras"]
     for got, expected in zip(summary.copies, copies, strict=True):
@@ -214,10 +214,10 @@ def test_copies_and_frozen_model_read_back_equal(engine: sa.Engine) -> None:
 
 def test_copies_need_distinct_labels(engine: sa.Engine) -> None:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEKS[0], model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=WEEKS[0], model_path=_facts().path)
     twice = (ModelImportances("a.keras", _importances(1)), ModelImportances("a.keras", _importances(2)))
     with pytest.raises(ValueError, match="distinct labels"), Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -242,8 +242,8 @@ def test_assessment_is_stored_and_replaced_not_duplicated(engine: sa.Engine) -> 
     assert counts["drop_verdicts"] == 1
     assert assessment.verdict is DropVerdict.ALERT and assessment.features[0].feature == "DEWP"
     with Session(engine) as session:
-        assert repository.load_assessment(session, current.run_id) == (assessment.verdict, assessment.reason)
-        assert repository.load_assessment(session, runs[WEEKS[0]]) is None
+        assert reads.load_assessment(session, current.run_id) == (assessment.verdict, assessment.reason)
+        assert reads.load_assessment(session, runs[WEEKS[0]]) is None
     with engine.connect() as connection:
         stored = connection.execute(
             sa.text(
@@ -274,15 +274,15 @@ def test_a_new_comparison_without_drift_call_clears_the_old_one(engine: sa.Engin
     _, _, assessment = _assess(engine, WEEKS[-1])
     extra_models = {name: _counts(engine, last)[name] for name in ("model_importances", "model_profiles")}
     with Session(engine) as session, session.begin():
-        repository.save_comparisons(session, last, before, ())
+        writes.save_comparisons(session, last, before, ())
     assert _counts(engine, last) == {**dict.fromkeys(ASSESSMENT_TABLES, 0), **extra_models}
     with Session(engine) as session, session.begin():
-        repository.save_assessment(session, last, before, (), assessment)
-        assert repository.load_assessment(session, last) == (assessment.verdict, assessment.reason)
-        repository.save_assessment(session, last, None, (), None)  # e.g. the previous drop is gone
-        assert repository.load_assessment(session, last) is None
+        writes.save_assessment(session, last, before, (), assessment)
+        assert reads.load_assessment(session, last) == (assessment.verdict, assessment.reason)
+        writes.save_assessment(session, last, None, (), None)  # e.g. the previous drop is gone
+        assert reads.load_assessment(session, last) is None
     with pytest.raises(ValueError, match="previous drop"), Session(engine) as session:
-        repository.save_assessment(session, last, None, (), assessment)
+        writes.save_assessment(session, last, None, (), assessment)
 
 
 def test_reaudit_deletes_the_superseded_runs_drift_rows(engine: sa.Engine) -> None:
@@ -293,8 +293,8 @@ def test_reaudit_deletes_the_superseded_runs_drift_rows(engine: sa.Engine) -> No
     assert set(_counts(engine, old).values()) == {0}
     with Session(engine) as session:
         assert session.get_one(AuditRun, old).status == RunStatus.SUPERSEDED
-        summary = repository.load_audit(session, "m", WEEKS[-1])
-        assert repository.load_assessment(session, new) is None
+        summary = reads.load_audit(session, "m", WEEKS[-1])
+        assert reads.load_assessment(session, new) is None
     assert summary is not None and summary.run_id == new and summary.copies == () and summary.frozen is None
     with engine.connect() as connection:
         weeks = connection.execute(sa.text("SELECT DISTINCT week FROM importance_changes")).scalars().all()
@@ -377,14 +377,14 @@ def test_recent_audits_are_the_latest_before_a_week_oldest_first(engine: sa.Engi
     runs = {week: _record(engine, week, _outcomes(i)) for i, week in enumerate(WEEKS)}
     rerun = _record(engine, WEEKS[1], _outcomes(8))  # re-audit: its new run is the current one
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        repository.start_run(session, model_name="m", week=dt.date(2014, 10, 6), model_path=_facts().path)
-        recent = repository.recent_audits(session, "m", WEEKS[3], 2)
-        everything = repository.recent_audits(session, "m", WEEKS[3], 10)
-        assert repository.recent_audits(session, "m", WEEKS[3], 0) == []
-        assert repository.recent_audits(session, "m", WEEKS[0], 5) == []
-        assert repository.recent_audits(session, "other", WEEKS[3], 5) == []
+        writes.start_run(session, model_name="m", week=dt.date(2014, 10, 6), model_path=_facts().path)
+        recent = reads.recent_audits(session, "m", WEEKS[3], 2)
+        everything = reads.recent_audits(session, "m", WEEKS[3], 10)
+        assert reads.recent_audits(session, "m", WEEKS[3], 0) == []
+        assert reads.recent_audits(session, "m", WEEKS[0], 5) == []
+        assert reads.recent_audits(session, "other", WEEKS[3], 5) == []
         with pytest.raises(ValueError, match="limit"):
-            repository.recent_audits(session, "m", WEEKS[3], -1)
+            reads.recent_audits(session, "m", WEEKS[3], -1)
     assert [a.week for a in recent] == WEEKS[1:3]
     assert [a.week for a in everything] == WEEKS[:3]  # the running drop of 2014-10-06 has no audit
     assert [a.run_id for a in everything] == [runs[WEEKS[0]], rerun, runs[WEEKS[2]]]
@@ -406,7 +406,7 @@ def test_drift_migration_downgrades_and_upgrades_again(engine: sa.Engine) -> Non
         assert connection.execute(sa.text("SELECT COUNT(*) FROM importance_history")).scalar_one() > 0
     upgrade_database(engine)
     with Session(engine) as session:
-        summary = repository.load_audit(session, "m", WEEKS[-1])
+        summary = reads.load_audit(session, "m", WEEKS[-1])
     assert summary is not None and summary.copies == () and summary.frozen is None
     _assess(engine, WEEKS[-1])
     with engine.begin() as connection:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.orm import Session
 
-from storage import repository
+from storage import delivery_log, writes
 from storage.models import ReportDeliveryRow
 from storage.session import alembic_config, make_engine, upgrade_database
 from tests.test_storage import NAMES, WEEK, _audit, _facts, _outcomes
@@ -40,8 +40,8 @@ def test_features_are_stored_per_drop_and_replaced_on_reaudit(engine: sa.Engine)
     _audit(engine)  # no feature_names given: those of the first method with figures
     assert _features(engine) == [("2014-11-03", i, name) for i, name in enumerate(NAMES)]
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
-        repository.record_success(
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -60,9 +60,9 @@ def test_features_are_stored_per_drop_and_replaced_on_reaudit(engine: sa.Engine)
 
 def test_duplicate_feature_names_are_refused(engine: sa.Engine) -> None:
     with Session(engine) as session, session.begin():
-        run_id = repository.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
+        run_id = writes.start_run(session, model_name="m", week=WEEK, model_path=_facts().path)
     with pytest.raises(ValueError, match="DEWP more than once"), Session(engine) as session, session.begin():
-        repository.record_success(
+        writes.record_success(
             session,
             run_id,
             facts=_facts(),
@@ -77,18 +77,18 @@ def test_duplicate_feature_names_are_refused(engine: sa.Engine) -> None:
 def test_deliveries_are_logged_updated_and_kept_on_reaudit(engine: sa.Engine) -> None:
     run_id = _audit(engine)
     with Session(engine) as session, session.begin():
-        delivery = repository.record_delivery(
+        delivery = delivery_log.record_delivery(
             session, run_id, "/out/2014-11-03/report.html", status="written"
         )
     with Session(engine) as session, session.begin():
-        repository.update_delivery(
+        delivery_log.update_delivery(
             session,
             delivery,
-            status=repository.DeliveryStatus.SENT,
+            status=delivery_log.DeliveryStatus.SENT,
             emailed_to=["a@x.org", "b@x.org"],
             message_id="<1@x>",
         )
-        failed = repository.record_delivery(
+        failed = delivery_log.record_delivery(
             session, run_id, "/out/r.html", status="failed", emailed_to="a@x.org", error="SMTP 550"
         )
     _audit(engine)  # supersedes the run: its deliveries stay, a log
@@ -98,9 +98,9 @@ def test_deliveries_are_logged_updated_and_kept_on_reaudit(engine: sa.Engine) ->
         assert sent.created_at.tzinfo is not None and sent.run_id == run_id
         assert session.get_one(ReportDeliveryRow, failed).error == "SMTP 550"
     with pytest.raises(ValueError), Session(engine) as session:
-        repository.record_delivery(session, run_id, "/out/r.html", status="emailed")
+        delivery_log.record_delivery(session, run_id, "/out/r.html", status="emailed")
     with pytest.raises(ValueError, match="comma"), Session(engine) as session:
-        repository.record_delivery(
+        delivery_log.record_delivery(
             session, run_id, "/out/r.html", status="sent", emailed_to=["a@x.org,b@x.org"]
         )
 
@@ -123,10 +123,10 @@ def test_top_features_view_holds_the_ten_best_of_current_runs(engine: sa.Engine)
 def test_a_superseded_run_gets_no_drift_call(engine: sa.Engine) -> None:
     runs = _fill(engine)
     with Session(engine) as session, session.begin():
-        rerun = repository.start_run(session, model_name="m", week=WEEKS[-1], model_path=_facts().path)
+        rerun = writes.start_run(session, model_name="m", week=WEEKS[-1], model_path=_facts().path)
     current, comparisons, assessment = _assess(engine, WEEKS[-1])
     with Session(engine) as session, session.begin():  # the re-audit stores its figures meanwhile
-        repository.record_success(
+        writes.record_success(
             session,
             rerun,
             facts=_facts(),
@@ -137,7 +137,7 @@ def test_a_superseded_run_gets_no_drift_call(engine: sa.Engine) -> None:
         )
     previous_run = runs[WEEKS[-2]]
     with Session(engine) as session, session.begin():
-        stored = repository.save_assessment(session, runs[WEEKS[-1]], previous_run, comparisons, assessment)
+        stored = writes.save_assessment(session, runs[WEEKS[-1]], previous_run, comparisons, assessment)
     assert stored is False
     with engine.connect() as connection:
         for table in ("comparisons", "feature_drifts", "drop_verdicts"):
@@ -146,7 +146,7 @@ def test_a_superseded_run_gets_no_drift_call(engine: sa.Engine) -> None:
             ).scalar_one()
             assert count == 0, table
     with Session(engine) as session, session.begin():
-        assert repository.save_assessment(session, rerun, previous_run, comparisons, assessment) is True
+        assert writes.save_assessment(session, rerun, previous_run, comparisons, assessment) is True
 
 
 def test_migration_0005_backfills_features_and_downgrades(engine: sa.Engine) -> None:

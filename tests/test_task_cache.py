@@ -27,7 +27,7 @@ from flows.method_tasks import (
     settings_digest,
 )
 from flows.weekly_audit import AuditResult, weekly_audit
-from storage import repository
+from storage import writes
 from tests.helpers import mlp_ignoring, small_registry
 
 WEEKS = [dt.date(2014, 10, 27), dt.date(2014, 11, 3)]
@@ -195,7 +195,7 @@ def test_rerun_after_a_failed_store_reuses_figures_and_changes_recompute(
         raise AuditError("disk full")  # not transient: no retries, the drops fail at once
 
     with monkeypatch.context() as patch:
-        patch.setattr(repository, "record_success", broken_store)
+        patch.setattr(writes, "record_success", broken_store)
         state = weekly_audit(**run, return_state=True)
     assert state.is_failed()
     assert len(counted.calls) == 3  # week 1, week 2 and its copy

@@ -1,4 +1,6 @@
-"""Read and write audits. Every function takes an open `Session`; the caller owns the transaction.
+"""Write audits: a run, its figures, its comparison and drift call. Every function takes an open
+`Session`; the caller owns the transaction. Reading them back: `storage.reads`; the delivery log of
+the reports: `storage.delivery_log`.
 
 Write protocol of one audit (see flows/weekly_audit.py):
 1. `start_run` in its own transaction, so even a crash leaves a ``running`` (later ``failed``) row;
@@ -22,34 +24,29 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sqlalchemy import Select, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.types import (
-    AuditSummary,
     DriftAssessment,
-    DropVerdict,
     FeatureAssessment,
     FeatureDrift,
     Importance,
     MethodAgreement,
     MethodComparison,
     MethodOutcome,
-    MethodStatus,
     ModelEvaluation,
     ModelFacts,
     ModelImportances,
     RunStatus,
-    Task,
 )
 from storage.models import (
+    MAX_ERROR_CHARS,
     AuditRun,
     Base,
     ComparisonRow,
@@ -62,34 +59,11 @@ from storage.models import (
     MethodResult,
     ModelDrop,
     ModelImportanceRow,
+    ModelKind,
     ModelProfileRow,
     ProfileRow,
-    ReportDeliveryRow,
     utc_now,
 )
-
-_ERROR_LIMIT = 4000
-
-
-class ModelKind(StrEnum):
-    """`model_importances.kind`: which extra model of a run a figure belongs to."""
-
-    #: A reseeded copy of the drop's model (`AuditSummary.copies`), labelled by its file name.
-    COPY = "copy"
-    #: The previous drop's model on this drop's eval sample (`AuditSummary.frozen`), labelled by its week.
-    FROZEN = "frozen"
-
-
-class DeliveryStatus(StrEnum):
-    """`report_deliveries.status`."""
-
-    #: The report file was written (`path`).
-    WRITTEN = "written"
-    #: The report was e-mailed (`emailed_to`, `message_id`).
-    SENT = "sent"
-    #: Sending failed (`error`).
-    FAILED = "failed"
-
 
 #: Tables holding a run's comparison with the previous drop and its drift call (`save_assessment`).
 _ASSESSMENT_TABLES = (
@@ -99,6 +73,8 @@ _ASSESSMENT_TABLES = (
     DropVerdictRow,
     MethodAgreementRow,
 )
+
+
 #: Every table holding figures of a run: a re-audit deletes the earlier runs' rows of all of them.
 _FIGURE_TABLES = (
     ImportanceRow,
@@ -270,96 +246,12 @@ def _set_evaluation(run: AuditRun, evaluation: ModelEvaluation | None) -> None:
     run.eval_metric = None if evaluation is None else _finite(evaluation.metric)
 
 
-def _evaluation(run: AuditRun) -> ModelEvaluation | None:
-    """The stored evaluation of `run` (NaN for a loss or metric stored as NULL), None without one."""
-    if run.eval_loss_name is None or run.eval_metric_name is None:
-        return None
-    return ModelEvaluation(
-        loss_name=run.eval_loss_name,
-        loss=math.nan if run.eval_loss is None else run.eval_loss,
-        metric_name=run.eval_metric_name,
-        metric=math.nan if run.eval_metric is None else run.eval_metric,
-        n_samples=run.n_eval_samples or 0,
-    )
-
-
 def record_failure(session: Session, run_id: int, error: str) -> None:
     """Mark a run failed with its error; figures stored by earlier runs are left as they were."""
     run = session.get_one(AuditRun, run_id)
     run.status = RunStatus.FAILED.value
-    run.error = error[:_ERROR_LIMIT]
+    run.error = error[:MAX_ERROR_CHARS]
     run.finished_at = utc_now()
-
-
-def set_report_path(session: Session, run_id: int, path: Path) -> None:
-    session.get_one(AuditRun, run_id).report_path = str(path)
-
-
-def record_delivery(
-    session: Session,
-    run_id: int,
-    path: Path | str,
-    *,
-    status: DeliveryStatus | str,
-    emailed_to: Sequence[str] | str | None = None,
-    message_id: str | None = None,
-    error: str | None = None,
-) -> int:
-    """Log a delivery of the report of `run_id` (the file at `path`, maybe e-mailed); returns its id."""
-    session.get_one(AuditRun, run_id)  # a clear error for an unknown run, before the FK's
-    row = ReportDeliveryRow(
-        run_id=run_id,
-        path=str(path),
-        status=DeliveryStatus(status).value,
-        emailed_to=_recipients(emailed_to),
-        message_id=message_id,
-        error=None if error is None else error[:_ERROR_LIMIT],
-    )
-    session.add(row)
-    session.flush()
-    return row.id
-
-
-def update_delivery(
-    session: Session,
-    delivery_id: int,
-    *,
-    status: DeliveryStatus | str,
-    emailed_to: Sequence[str] | str | None = None,
-    message_id: str | None = None,
-    error: str | None = None,
-) -> None:
-    """Set the outcome of a delivery (e.g. ``sent`` with its message id); None leaves a field as it was
-    and an empty `error` clears it (a delivery first logged as "sending" that then went out)."""
-    row = session.get_one(ReportDeliveryRow, delivery_id)
-    row.status = DeliveryStatus(status).value
-    if emailed_to is not None:
-        row.emailed_to = _recipients(emailed_to)
-    if message_id is not None:
-        row.message_id = message_id
-    if error is not None:
-        row.error = error[:_ERROR_LIMIT] or None
-
-
-def was_emailed(session: Session, run_id: int, message_id: str) -> bool:
-    """Whether the report of `run_id` with this Message-ID was already sent (a retry must not resend)."""
-    query = select(ReportDeliveryRow.id).where(
-        ReportDeliveryRow.run_id == run_id,
-        ReportDeliveryRow.message_id == message_id,
-        ReportDeliveryRow.status == DeliveryStatus.SENT.value,
-    )
-    return session.scalars(query.limit(1)).first() is not None
-
-
-def _recipients(emailed_to: Sequence[str] | str | None) -> str | None:
-    """Recipients as stored: comma-separated (a string is taken as one address)."""
-    if emailed_to is None:
-        return None
-    addresses = [emailed_to] if isinstance(emailed_to, str) else list(emailed_to)
-    bad = [address for address in addresses if "," in address or not address.strip()]
-    if bad:
-        raise ValueError(f"e-mail addresses must be non-empty and hold no comma, got {bad}")
-    return ",".join(address.strip() for address in addresses)
 
 
 def save_comparisons(
@@ -422,83 +314,6 @@ def save_assessment(
     return True
 
 
-def load_assessment(session: Session, run_id: int) -> tuple[DropVerdict, str] | None:
-    """The stored drop verdict of `run_id` and its reason, or None when it has none (first drop)."""
-    row = session.scalars(select(DropVerdictRow).where(DropVerdictRow.run_id == run_id)).one_or_none()
-    return None if row is None else (DropVerdict(row.verdict), row.reason)
-
-
-def audited_weeks(session: Session, model_name: str) -> set[dt.date]:
-    """Weeks of `model_name` whose drop has current (succeeded) figures."""
-    rows = session.scalars(
-        select(ModelDrop.week)
-        .join(AuditRun, AuditRun.drop_id == ModelDrop.id)
-        .where(ModelDrop.model_name == model_name, AuditRun.status == RunStatus.SUCCEEDED.value)
-    )
-    return set(rows)
-
-
-def load_audit(session: Session, model_name: str, week: dt.date) -> AuditSummary | None:
-    """The current audit of the drop of `week`, or None if it has none."""
-    run = session.scalars(_succeeded_runs(model_name).where(ModelDrop.week == week)).first()
-    return None if run is None else _summary(session, run)
-
-
-def previous_audit(session: Session, model_name: str, week: dt.date) -> AuditSummary | None:
-    """The current audit of the latest drop before `week` (gaps between drops are allowed)."""
-    run = session.scalars(
-        _succeeded_runs(model_name).where(ModelDrop.week < week).order_by(ModelDrop.week.desc())
-    ).first()
-    return None if run is None else _summary(session, run)
-
-
-def previous_week(session: Session, model_name: str, week: dt.date) -> dt.date | None:
-    """The week of the latest drop before `week` with a current audit (no figures are loaded)."""
-    return session.scalars(
-        select(ModelDrop.week)
-        .join(AuditRun, AuditRun.drop_id == ModelDrop.id)
-        .where(
-            ModelDrop.model_name == model_name,
-            ModelDrop.week < week,
-            AuditRun.status == RunStatus.SUCCEEDED.value,
-        )
-        .order_by(ModelDrop.week.desc())
-    ).first()
-
-
-def recent_audits(session: Session, model_name: str, before_week: dt.date, limit: int) -> list[AuditSummary]:
-    """The current audits of the `limit` latest drops before `before_week`, oldest first.
-
-    The drift history: `audit.drift.assess_drift` learns its noise bands from their changes.
-    """
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    if limit == 0:
-        return []
-    runs = session.scalars(
-        _succeeded_runs(model_name)
-        .where(ModelDrop.week < before_week)
-        .order_by(None)
-        .order_by(ModelDrop.week.desc(), AuditRun.id.desc())
-        .limit(limit)
-    ).all()
-    return [_summary(session, run) for run in reversed(runs)]
-
-
-def latest_audited_week(session: Session, model_name: str) -> dt.date | None:
-    weeks = audited_weeks(session, model_name)
-    return max(weeks) if weeks else None
-
-
-def _succeeded_runs(model_name: str) -> Select[AuditRun]:
-    return (
-        select(AuditRun)
-        .join(ModelDrop, AuditRun.drop_id == ModelDrop.id)
-        .where(ModelDrop.model_name == model_name, AuditRun.status == RunStatus.SUCCEEDED.value)
-        .order_by(AuditRun.id.desc())
-    )
-
-
 def _method_row(run_id: int, outcome: MethodOutcome) -> MethodResult:
     parameters = dict(outcome.importance.parameters) if outcome.importance is not None else {}
     return MethodResult(
@@ -542,145 +357,6 @@ def _profile_rows(run_id: int, importance: Importance) -> list[dict[str, Any]]:
         for position, name in enumerate(importance.profile_labels)
         for step in range(importance.profile.shape[0])
     ]
-
-
-def _profiles(session: Session, run_id: int) -> dict[str, dict[tuple[str, int], float]]:
-    """Profile cells of a run by method, keyed by (feature, step)."""
-    cells: dict[str, dict[tuple[str, int], float]] = {}
-    for row in session.scalars(select(ProfileRow).where(ProfileRow.run_id == run_id)):
-        cells.setdefault(row.method, {})[(row.feature, row.step)] = row.value
-    return cells
-
-
-def _summary(session: Session, run: AuditRun) -> AuditSummary:
-    drop = run.drop
-    rows = session.scalars(
-        select(ImportanceRow).where(ImportanceRow.run_id == run.id).order_by(ImportanceRow.position)
-    ).all()
-    by_method: dict[str, list[ImportanceRow]] = {}
-    for row in rows:
-        by_method.setdefault(row.method, []).append(row)
-    results = session.scalars(
-        select(MethodResult).where(MethodResult.run_id == run.id).order_by(MethodResult.id)
-    ).all()
-    profiles = _profiles(session, run.id)
-    extra = _extra_models(session, run.id)
-    outcomes = tuple(
-        _outcome(result, by_method.get(result.method, []), profiles.get(result.method)) for result in results
-    )
-    return AuditSummary(
-        model_name=drop.model_name,
-        week=drop.week,
-        run_id=run.id,
-        model=ModelFacts(
-            path=Path(drop.path),
-            content_hash=drop.content_hash or "",
-            input_shape=tuple(json.loads(drop.input_shape or "[]")),
-            output_shape=tuple(json.loads(drop.output_shape or "[]")),
-            n_parameters=drop.n_parameters or 0,
-            task=Task(drop.task or Task.REGRESSION.value),
-        ),
-        n_eval_samples=run.n_eval_samples,
-        eval_source=run.eval_source,
-        n_eval_rows_in_file=run.n_eval_rows_in_file,
-        n_eval_rows_dropped=run.n_eval_rows_dropped,
-        eval_sampling_seed=run.eval_sampling_seed,
-        evaluation=_evaluation(run),
-        outcomes=outcomes,
-        copies=tuple(model for kind, model in extra if kind is ModelKind.COPY),
-        frozen=next((model for kind, model in extra if kind is ModelKind.FROZEN), None),
-    )
-
-
-def _outcome(
-    result: MethodResult, rows: list[ImportanceRow], profile: dict[tuple[str, int], float] | None
-) -> MethodOutcome:
-    importance = None
-    if rows or profile:
-        importance = _importance(
-            result.method,
-            [(row.feature, row.value, row.std) for row in rows],
-            profile,
-            parameters=result.parameters,
-            signed=result.signed,
-        )
-    return MethodOutcome(
-        method=result.method,
-        status=MethodStatus(result.status),
-        importance=importance,
-        reason=result.reason,
-        seconds=result.seconds,
-    )
-
-
-def _profile_array(cells: dict[tuple[str, int], float], names: tuple[str, ...]) -> np.ndarray:
-    """(n_steps, n_features) array of the stored cells, features in `names` order."""
-    n_steps = 1 + max(step for _, step in cells)
-    array = np.full((n_steps, len(names)), np.nan)
-    for position, name in enumerate(names):
-        for step in range(n_steps):
-            array[step, position] = cells.get((name, step), np.nan)
-    return array
-
-
-def _importance(
-    method: str,
-    rows: Sequence[tuple[str, float, float | None]],
-    profile: dict[tuple[str, int], float] | None,
-    *,
-    parameters: dict[str, Any],
-    signed: bool,
-) -> Importance:
-    """An `Importance` from stored (feature, value, std) rows in position order and profile cells."""
-    names = tuple(feature for feature, _, _ in rows)
-    # profile-only results (Grad-CAM) label their columns themselves, e.g. "*"
-    labels = names if rows else tuple(dict.fromkeys(feature for feature, _ in profile or {}))
-    stds = [std for _, _, std in rows]
-    return Importance(
-        method=method,
-        feature_names=names,
-        values=np.array([value for _, value, _ in rows], dtype=np.float64),
-        std=None if not rows or any(s is None for s in stds) else np.array(stds, dtype=np.float64),
-        profile=None if not profile else _profile_array(profile, labels),
-        parameters=parameters,
-        signed=signed,
-        profile_features=None if rows else labels,
-    )
-
-
-def _extra_models(session: Session, run_id: int) -> list[tuple[ModelKind, ModelImportances]]:
-    """The run's reseeded copies and frozen-set model, in the order they were stored."""
-    values: dict[tuple[str, str], dict[str, list[ModelImportanceRow]]] = {}
-    for row in session.scalars(
-        select(ModelImportanceRow).where(ModelImportanceRow.run_id == run_id).order_by(ModelImportanceRow.id)
-    ):
-        values.setdefault((row.kind, row.label), {}).setdefault(row.method, []).append(row)
-    cells: dict[tuple[str, str], dict[str, dict[tuple[str, int], float]]] = {}
-    for cell in session.scalars(
-        select(ModelProfileRow).where(ModelProfileRow.run_id == run_id).order_by(ModelProfileRow.id)
-    ):
-        cells.setdefault((cell.kind, cell.label), {}).setdefault(cell.method, {})[
-            (cell.feature, cell.step)
-        ] = cell.value
-    models = []
-    for key in dict.fromkeys([*values, *cells]):
-        by_method = values.get(key, {})
-        profiles = cells.get(key, {})
-        importances = []
-        for method in dict.fromkeys([*by_method, *profiles]):
-            rows = sorted(by_method.get(method, []), key=lambda row: row.position)
-            importances.append(
-                _importance(
-                    method,
-                    [(row.feature, row.value, row.std) for row in rows],
-                    profiles.get(method),
-                    parameters={},
-                    signed=any(row.signed for row in rows),
-                )
-            )
-        kind, label = key
-        models.append((ModelKind(kind), ModelImportances(label=label, importances=tuple(importances))))
-    return models
 
 
 def _model_importance_rows(run_id: int, kind: ModelKind, model: ModelImportances) -> list[dict[str, Any]]:
