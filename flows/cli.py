@@ -2,6 +2,12 @@
 
 Exit status: 0 when the audit succeeded (whether or not anything drifted), 1 with a one-line error
 on stderr when it failed, 2 for a usage error.
+
+`run` and `backfill` check their settings (`flows.preflight`) before the flow, and with it Prefect's
+temporary server, starts: a typo answers in about a second. Prefect, TensorFlow and the flow are
+imported only after that, inside the handlers, to keep this module's import light. The database URL
+(``--db``) and the SMTP server reach the flow through the environment, never as flow parameters
+(Prefect stores those with the run): see `flows.database`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,17 @@ from typing import Any, TextIO
 
 from audit.registry import parse_drop_date
 from audit.types import AuditError
+from flows.database import DB_URL_ENV, command_database_url, default_db_url
+from flows.preflight import check_request
+from flows.settings import (
+    DEFAULT_OUT_DIR,
+    RUNNER_KINDS,
+    AuditRequest,
+    DropScope,
+    EmailParameters,
+    MethodOptions,
+    RunnerChoice,
+)
 
 DEMO_OUT = Path("demo-output")
 
@@ -38,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        with _progress(args):
-            return int(args.handler(args))
+        return int(args.handler(args))
     except AuditError as error:
         print(f"drift-audit: error: {error}", file=sys.stderr)
         return 1
@@ -66,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="audit the unaudited drops of a registry and write the report")
     run.add_argument("--registry", required=True, type=Path, help="folder holding one folder per drop")
-    run.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file <out>/drift-audit.db)")
-    run.add_argument("--out", type=Path, default=Path("drift-audit-output"), help="report folder")
+    _database_arguments(run)
+    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT_DIR), help="report folder")
     run.add_argument("--week", type=_week, help="re-audit only this drop (YYYY-MM-DD or YYYYMMDD)")
     run.add_argument("--model-name", help="name stored with the figures (default: registry folder name)")
     run.add_argument("--methods", type=_names, help="comma-separated methods to run (default: all)")
@@ -103,17 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema to the newest revision")
-    upgrade.add_argument("--db", required=True, help="SQLAlchemy database URL")
+    upgrade.add_argument("--db", help=f"SQLAlchemy database URL (default: ${DB_URL_ENV})")
     upgrade.set_defaults(handler=_db_upgrade)
 
     history = commands.add_parser(
         "history", help="print the importance history of the latest audited weeks, with drift calls"
     )
-    history.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file <out>/drift-audit.db)")
+    history.add_argument(
+        "--db",
+        help=f"SQLAlchemy database URL (default: ${DB_URL_ENV}, else sqlite file <out>/drift-audit.db)",
+    )
     history.add_argument(
         "--out",
         type=Path,
-        default=Path("drift-audit-output"),
+        default=Path(DEFAULT_OUT_DIR),
         help="report folder of `run` (for the default --db)",
     )
     history.add_argument("--model", help="only this model (default: every model)")
@@ -141,8 +160,8 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     backfill.add_argument(
         "--to", dest="to_week", type=_week, help="last drop date of the range (default: the last drop)"
     )
-    backfill.add_argument("--db", help="SQLAlchemy database URL (default: sqlite file <out>/drift-audit.db)")
-    backfill.add_argument("--out", type=Path, default=Path("drift-audit-output"), help="report folder")
+    _database_arguments(backfill)
+    backfill.add_argument("--out", type=Path, default=Path(DEFAULT_OUT_DIR), help="report folder")
     backfill.add_argument("--model-name", help="name stored with the figures (default: registry folder name)")
     backfill.add_argument(
         "--redo", action="store_true", help="re-audit drops of the range that already have figures too"
@@ -161,11 +180,27 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     backfill.set_defaults(handler=_backfill)
 
 
+def _database_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `run` and `backfill` store the figures: a URL, or the name of a Prefect Secret block."""
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument(
+        "--db",
+        metavar="URL",
+        help=f"SQLAlchemy database URL, may hold a password: it reaches the flow through ${DB_URL_ENV},"
+        f" never as a flow parameter (default: ${DB_URL_ENV}, else sqlite file <out>/drift-audit.db)",
+    )
+    database.add_argument(
+        "--db-secret",
+        metavar="NAME",
+        help="Prefect Secret block holding the database URL (the flow parameter db_secret)",
+    )
+
+
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the method tasks run (`run` and `backfill`)."""
     parser.add_argument(
         "--task-runner",
-        choices=("default", "dask"),
+        choices=RUNNER_KINDS,
         default="default",
         help="where the method tasks run: threads of this process (default) or a Dask cluster",
     )
@@ -203,17 +238,15 @@ def _email_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _email_options(args: argparse.Namespace) -> dict[str, object]:
+def _email_parameters(args: argparse.Namespace) -> EmailParameters:
     """The flow's e-mail parameters from the options (None: the flow reads the environment).
 
-    The server (--smtp-host/-port/-security) is not among them: see `_smtp_environment`.
+    The server (--smtp-host/-port/-security) is not among them: see `_flow_environment`.
     """
-    return {
-        "email_to": args.email_to,
-        "email_from": args.email_from,
-        "smtp_block": args.smtp_block,
-        "send_email": args.email,
-    }
+    to = None if args.email_to is None else tuple(args.email_to)
+    return EmailParameters(
+        email_to=to, email_from=args.email_from, smtp_block=args.smtp_block, send_email=args.email
+    )
 
 
 #: --smtp-* options -> the environment variables `flows.delivery` reads.
@@ -224,21 +257,30 @@ _SMTP_ENVIRONMENT = {
 }
 
 
-@contextlib.contextmanager
-def _smtp_environment(args: argparse.Namespace) -> Iterator[None]:
-    """The --smtp-* options as DRIFT_AUDIT_SMTP_* variables while the (in-process) flow runs.
+def _flow_environment(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The options that must not be flow parameters, as the environment of the (in-process) flow.
 
-    A password from the environment is only sent to DRIFT_AUDIT_SMTP_HOST, never to a host given as
-    a flow parameter (anyone who can start a deployment run sets those): the operator's own
-    --smtp-host is the environment's, so it stays allowed.
+    ``--db`` becomes ``DRIFT_AUDIT_DB_URL``: a URL may hold a password, and Prefect stores flow
+    parameters with the run. ``--smtp-*`` become ``DRIFT_AUDIT_SMTP_*``: a password from the
+    environment is only sent to DRIFT_AUDIT_SMTP_HOST, never to a host given as a flow parameter
+    (anyone who can start a deployment run sets those); the operator's own --smtp-host is the
+    environment's, so it stays allowed.
     """
     given = {
         name: str(getattr(args, option))
         for option, name in _SMTP_ENVIRONMENT.items()
         if getattr(args, option) is not None
     }
-    saved = {name: os.environ.get(name) for name in given}
-    os.environ.update(given)
+    if args.db is not None:
+        given[DB_URL_ENV] = args.db
+    return _environment(given)
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` set in ``os.environ`` inside the block; the previous values restored after it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -256,12 +298,11 @@ def _port(text: str) -> int:
     return number
 
 
-def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
-    """Progress bars on stderr for the commands that run the flow (`--quiet` turns them off)."""
+def _progress(quiet: bool) -> contextlib.AbstractContextManager[None]:
+    """Progress bars on stderr while the flow runs (`--quiet` turns them off)."""
     from flows import progress
 
-    quiet = getattr(args, "quiet", None)
-    return contextlib.nullcontext() if quiet is None or quiet else progress.reporting()
+    return contextlib.nullcontext() if quiet else progress.reporting()
 
 
 def _positive(text: str) -> int:
@@ -285,36 +326,41 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _flow_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The `_audit` keywords that `run` and `backfill` take from the same command-line options."""
-    return {
-        "registry": args.registry,
-        "db_url": args.db,
-        "out_dir": args.out,
-        "model_name": args.model_name,
-        "methods": args.methods,
-        "random_state": args.seed,
-        "trust_model_code": args.trust_model_code,
-        "custom_modules": args.custom_module,
-        "task_runner": args.task_runner,
-        "dask_address": args.dask_address,
-        "email": _email_options(args),
-    }
+def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
+    """The audit `run` or `backfill` asks for (of `scope`), from the options they share."""
+    options = MethodOptions(
+        methods=None if args.methods is None else tuple(args.methods),
+        random_state=args.seed,
+        trust_model_code=args.trust_model_code,
+        custom_modules=tuple(args.custom_module),
+    )
+    return AuditRequest(
+        registry=args.registry,
+        out_dir=args.out,
+        model_name=args.model_name,
+        db_secret=args.db_secret,
+        scope=scope,
+        options=options,
+        email=_email_parameters(args),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    with _smtp_environment(args):
-        return _audit(week=args.week, **_flow_options(args))
+    return _checked_audit(args, _request(args, DropScope(week=args.week)))
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from audit.registry import discover_drops
-    from audit.schedule import drops_in_range
+    scope = DropScope(from_week=args.from_week, to_week=args.to_week, redo=args.redo)
+    return _checked_audit(args, _request(args, scope))
 
-    # the range checked before Prefect starts: a bad range fails in a second, with the drops listed
-    drops_in_range(discover_drops(args.registry).drops, args.from_week, args.to_week)
-    with _smtp_environment(args):
-        return _audit(from_week=args.from_week, to_week=args.to_week, redo=args.redo, **_flow_options(args))
+
+def _checked_audit(args: argparse.Namespace, request: AuditRequest) -> int:
+    """Check `request` before Prefect starts (a typo answers in a second, with the registry's drops
+    listed for a bad week or range), then run it with ``--db`` and ``--smtp-*`` in the environment."""
+    runner = RunnerChoice(args.task_runner, args.dask_address)
+    check_request(request, runner, args.db)
+    with _flow_environment(args):
+        return _audit(request, runner, quiet=args.quiet)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -323,47 +369,20 @@ def _demo(args: argparse.Namespace) -> int:
     registry = args.out / "registry"
     print(f"building the demo registry in {registry} (first run trains the weekly models)", file=sys.stderr)
     build_demo_registry(registry, progress=lambda message: print(message, file=sys.stderr))
-    db_url = f"sqlite:///{(args.out / 'drift-audit.db').resolve()}"
-    return _audit(registry=registry, db_url=db_url, out_dir=args.out / "reports", model_name="beijing-pm25")
+    request = AuditRequest(registry=registry, out_dir=args.out / "reports", model_name="beijing-pm25")
+    with _environment({DB_URL_ENV: default_db_url(args.out)}):
+        return _audit(request, RunnerChoice(), quiet=args.quiet)
 
 
-def _audit(
-    *,
-    registry: Path,
-    db_url: str | None,
-    out_dir: Path,
-    week: dt.date | None = None,
-    model_name: str | None = None,
-    methods: list[str] | None = None,
-    random_state: int = 0,
-    trust_model_code: bool = False,
-    custom_modules: list[str] | None = None,
-    from_week: dt.date | None = None,
-    to_week: dt.date | None = None,
-    redo: bool = False,
-    task_runner: str = "default",
-    dask_address: str | None = None,
-    email: Mapping[str, object] | None = None,
-) -> int:
-    from flows.runners import task_runner as make_task_runner
+def _audit(request: AuditRequest, runner: RunnerChoice, *, quiet: bool) -> int:
+    """Run the `weekly_audit` flow in this process; print the verdict and the report's path."""
+    from flows.runners import task_runner
     from flows.weekly_audit import AuditResult, one_line, weekly_audit
 
-    state = weekly_audit.with_options(task_runner=make_task_runner(task_runner, dask_address))(
-        registry=str(registry),
-        db_url=db_url,
-        out_dir=str(out_dir),
-        week=week,
-        model_name=model_name,
-        methods=methods,
-        random_state=random_state,
-        trust_model_code=trust_model_code,
-        custom_modules=custom_modules,
-        from_week=from_week,
-        to_week=to_week,
-        redo=redo,
-        **(email or {}),
-        return_state=True,
-    )
+    audit_flow = weekly_audit.with_options(task_runner=task_runner(runner.kind, runner.dask_address))
+    parameters: dict[str, Any] = request.flow_parameters()
+    with _progress(quiet):
+        state = audit_flow(**parameters, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, AuditResult):
         if result.verdict is not None:
@@ -379,8 +398,11 @@ def _audit(
 def _db_upgrade(args: argparse.Namespace) -> int:
     from storage.session import make_engine, redacted_url, upgrade_database
 
-    upgrade_database(make_engine(args.db))
-    print(f"database {redacted_url(args.db)} is at the newest schema revision", file=sys.stderr)
+    db_url = command_database_url(args.db)
+    if db_url is None:
+        raise AuditError(f"no database to upgrade: pass --db URL or set {DB_URL_ENV}")
+    upgrade_database(make_engine(db_url))
+    print(f"database {redacted_url(db_url)} is at the newest schema revision", file=sys.stderr)
     return 0
 
 
@@ -395,8 +417,8 @@ def _history(args: argparse.Namespace) -> int:
     from storage.history import HistoryFilter, load_history
     from storage.session import make_engine, redacted_url
 
-    # the default of `run` (flows.weekly_audit.default_db_url), without importing the flow
-    db_url = args.db or f"sqlite:///{args.out.resolve() / 'drift-audit.db'}"
+    # the database of `run`: --db, else $DRIFT_AUDIT_DB_URL, else the SQLite file in --out
+    db_url = command_database_url(args.db) or default_db_url(args.out)
     where = HistoryFilter(model=args.model, feature=args.feature, method=args.method, weeks=args.weeks)
     engine = make_engine(db_url, create=False)
     try:

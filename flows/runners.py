@@ -8,12 +8,17 @@ else runs in the flow's process. `weekly_audit.with_options(task_runner=task_run
 from __future__ import annotations
 
 import os
+from typing import Any, TypeAlias, cast
 
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from audit.types import AuditError
+from flows.settings import RUNNER_KINDS
 
-RUNNER_KINDS = ("default", "dask")
+#: A task runner as `@flow` and `Flow.with_options` take it. Prefect's `TaskRunner` is invariant in
+#: its future type, so runners of narrower futures (threads: `PrefectConcurrentFuture`) are cast.
+FlowTaskRunner: TypeAlias = TaskRunner[PrefectFuture[Any]]
 
 #: Threads running method tasks at once with the default runner. Measured with bench/threads.py on
 #: the 2-core CI machine (every method of one drop; median of 3 rounds; the machine was shared, load
@@ -33,12 +38,12 @@ DASK_ADDRESS_ENV = "DRIFT_AUDIT_DASK_ADDRESS"
 LOCAL_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 
-def default_task_runner() -> ThreadPoolTaskRunner:  # type: ignore[type-arg]
+def default_task_runner() -> FlowTaskRunner:
     """Method tasks on `DEFAULT_MAX_WORKERS` threads of the flow's process."""
-    return ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS)
+    return cast(FlowTaskRunner, ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS))
 
 
-def task_runner(kind: str, dask_address: str | None = None) -> TaskRunner:  # type: ignore[type-arg]
+def task_runner(kind: str, dask_address: str | None = None) -> FlowTaskRunner:
     """The task runner named `kind`: ``default`` (threads) or ``dask``.
 
     With ``dask``, tasks go to the scheduler at `dask_address` (or ``$DRIFT_AUDIT_DASK_ADDRESS``),
@@ -53,6 +58,9 @@ def task_runner(kind: str, dask_address: str | None = None) -> TaskRunner:  # ty
     from prefect_dask.task_runners import DaskTaskRunner
 
     address = dask_address or os.environ.get(DASK_ADDRESS_ENV) or None
-    if address is not None:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_kwargs=dict(LOCAL_CLUSTER))
+    runner = (
+        DaskTaskRunner(address=address)
+        if address is not None
+        else DaskTaskRunner(cluster_kwargs=dict(LOCAL_CLUSTER))
+    )
+    return cast(FlowTaskRunner, runner)

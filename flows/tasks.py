@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 import httpx
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -36,7 +36,7 @@ from audit.evaluation import evaluate_model
 from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
 from audit.model_formats import model_content_hash
 from audit.registry import RegistryListing, discover_drops
-from audit.schedule import drops_in_range, missing_weeks, stale_comparisons
+from audit.schedule import missing_weeks, stale_comparisons
 from audit.types import (
     AuditError,
     DriftConfig,
@@ -48,6 +48,7 @@ from audit.types import (
     ReportInput,
 )
 from flows.method_tasks import DropInputs, FrozenModel, remember_model
+from flows.settings import DropScope
 from reports.render import render_outputs, write_report
 from reports.rendered import RenderedReport
 from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
@@ -87,14 +88,23 @@ def is_transient_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and not isinstance(error, _PERMANENT_OS_ERRORS)
 
 
-def _retry_condition(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
+def _retry_condition(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Prefect's retry condition of the I/O tasks: retry only a transient error (`is_transient_error`)."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, BaseException) and is_transient_error(error)
 
 
+class RetryOptions(TypedDict):
+    """The retry keywords of `@task` (typed, so each task's decorator is checked)."""
+
+    retries: int
+    retry_delay_seconds: Callable[[int], list[float]]
+    retry_jitter_factor: float
+    retry_condition_fn: Callable[[Task[..., Any], TaskRun, State[Any]], bool]
+
+
 #: Keyword arguments of `@task` for the tasks that do I/O.
-IO_RETRIES: dict[str, object] = {
+IO_RETRIES: RetryOptions = {
     "retries": IO_RETRY_COUNT,
     "retry_delay_seconds": exponential_backoff(backoff_factor=IO_RETRY_BACKOFF_SECONDS),
     "retry_jitter_factor": IO_RETRY_JITTER,
@@ -118,29 +128,15 @@ def discover_task(registry: Path) -> RegistryListing:
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_task(
-    db_url: str,
-    model_name: str,
-    listing: RegistryListing,
-    week: dt.date | None,
-    from_week: dt.date | None = None,
-    to_week: dt.date | None = None,
-    redo: bool = False,
-) -> tuple[Drop, ...]:
-    """The drops to audit, oldest first: just `week` (re-audit), or the drops from `from_week` to
-    `to_week` (default: all) without current figures, or with `redo` every drop of that range."""
-    if week is not None and (from_week is not None or to_week is not None):
-        raise AuditError("pass either one week to re-audit or a range (from/to), not both")
-    if week is not None:
-        chosen = [drop for drop in listing.drops if drop.week == week]
-        if not chosen:
-            weeks = ", ".join(d.week.isoformat() for d in listing.drops) or "none"
-            raise AuditError(f"no drop for week {week.isoformat()} in the registry (drops: {weeks})")
-        return tuple(chosen)
-    in_range = drops_in_range(listing.drops, from_week, to_week)
+def plan_task(db_url: str, model_name: str, listing: RegistryListing, scope: DropScope) -> tuple[Drop, ...]:
+    """The drops to audit, oldest first: just the re-audited ``scope.week``, or the drops of the
+    scope's range (default: all) without current figures, or with ``scope.redo`` every one of them."""
+    in_scope = scope.drops(listing.drops)
+    if scope.week is not None:
+        return in_scope
     with Session(engine_for(db_url)) as session:
         done = reads.audited_weeks(session, model_name)
-    pending = in_range if redo else tuple(drop for drop in in_range if drop.week not in done)
+    pending = in_scope if scope.redo else tuple(drop for drop in in_scope if drop.week not in done)
     redone = sum(drop.week in done for drop in pending)
     get_run_logger().info(
         "%d drop(s) to audit (%d re-audited), %d already audited", len(pending), redone, len(done)

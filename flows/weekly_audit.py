@@ -7,24 +7,29 @@ Runs with or without a Prefect server (ephemeral mode when none is configured). 
 oldest first, each compared with the latest earlier audited drop; one drop's failure is recorded
 as a ``failed`` run and does not stop the others, but it fails the flow run at the end, so a
 scheduled run never fails silently.
+
+The flow keeps flat parameters (deployments name them) and groups them at once into the settings of
+`flows.settings` (`DropScope`, `MethodOptions`) and `AuditTarget`; each step returns its outcome
+(`DropAudit`, `WeekComparison`, `NewestReport`) and the flow's final state is made from them.
+The database URL is resolved by `flows.database` (a password is never a parameter).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from audit.config import read_drop_config
 from audit.loading import LoadedDrop
 from audit.registry import RegistryListing
-from audit.runner import select_methods
 from audit.types import (
     AuditError,
     DriftConfig,
@@ -37,6 +42,7 @@ from audit.types import (
 )
 from flows import progress
 from flows.artifacts import artifacts_task
+from flows.database import flow_database_url
 from flows.delivery import EmailOptions, email_task
 from flows.method_tasks import (
     METHOD_CACHE_DIR,
@@ -47,7 +53,9 @@ from flows.method_tasks import (
     method_jobs,
     method_task,
 )
+from flows.preflight import chosen_methods
 from flows.runners import default_task_runner
+from flows.settings import DEFAULT_OUT_DIR, DropScope, MethodOptions
 from flows.tasks import (
     compare_task,
     discover_task,
@@ -65,7 +73,16 @@ from flows.tasks import (
 )
 from reports.rendered import RenderedReport
 
-DEFAULT_OUT_DIR = "drift-audit-output"
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """Where a run reads and writes: the registry, the database, the reports, and the model's name."""
+
+    registry: Path
+    #: Resolved by `flows.database.flow_database_url`; kept out of repr: it may hold a password.
+    db_url: str = field(repr=False)
+    out_dir: Path
+    model_name: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,18 @@ class DropSettings:
     #: Folder of the method tasks' cached results (`flows.method_tasks`), ``<out_dir>/.cache/methods``.
     method_cache: Path
 
+    @classmethod
+    def of(cls, options: MethodOptions, out_dir: Path) -> DropSettings:
+        """The settings of `options`, with the method names checked (a bad one fails the run before
+        any drop is loaded)."""
+        return cls(
+            methods=chosen_methods(options.methods),
+            random_state=options.random_state,
+            trust_model_code=options.trust_model_code,
+            custom_modules=options.custom_modules,
+            method_cache=(out_dir / METHOD_CACHE_DIR).resolve(),
+        )
+
 
 @dataclass(frozen=True)
 class MethodScores:
@@ -91,6 +120,66 @@ class MethodScores:
 
 
 @dataclass(frozen=True)
+class DropAudit:
+    """The outcome of auditing one drop: its drift thresholds when it succeeded, else the one-line
+    error it failed with (also stored with its run)."""
+
+    week: dt.date
+    drift: DriftConfig | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.drift is None) == (self.error is None):
+            raise ValueError("a DropAudit holds either the drift thresholds (succeeded) or an error (failed)")
+
+    @property
+    def failure(self) -> str | None:
+        """The line this outcome adds to the run's failure message (None: it succeeded)."""
+        return None if self.error is None else f"{self.week.isoformat()}: {self.error}"
+
+
+@dataclass(frozen=True)
+class WeekComparison:
+    """A comparison this run made: what the week's report needs, or the one-line error that stopped it."""
+
+    week: dt.date
+    report_input: ReportInput | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.report_input is None) == (self.error is None):
+            raise ValueError("a WeekComparison holds either the report input or an error")
+
+    @property
+    def failure(self) -> str | None:
+        return None if self.error is None else f"{self.week.isoformat()}: comparison failed: {self.error}"
+
+
+@dataclass(frozen=True)
+class DropOutcome:
+    """One drop of the run: its audit, then (when the audit succeeded) its comparison."""
+
+    audit: DropAudit
+    comparison: WeekComparison | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """The drop's line in the run's failure message: its audit's error, else its comparison's."""
+        return self.audit.failure or (None if self.comparison is None else self.comparison.failure)
+
+
+@dataclass(frozen=True)
+class NewestReport:
+    """The report a run wrote (all None when it wrote none), and the comparison made for it when
+    this run had not compared that week yet."""
+
+    report_input: ReportInput | None = None
+    rendered: RenderedReport | None = None
+    path: Path | None = None
+    comparison: WeekComparison | None = None
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """What a successful flow run did: the weeks it audited, the report it wrote, the newest verdict."""
 
@@ -98,11 +187,6 @@ class AuditResult:
     report_path: Path | None
     #: The drift verdict of the reported drop (None when it is the first: nothing to compare).
     verdict: DropVerdict | None = None
-
-
-def default_db_url(out_dir: str | Path) -> str:
-    """The default database: a SQLite file next to the reports."""
-    return f"sqlite:///{Path(out_dir).resolve() / 'drift-audit.db'}"
 
 
 def one_line(error: BaseException) -> str:
@@ -132,13 +216,16 @@ def weekly_audit(
     smtp_security: str | None = None,
     smtp_block: str | None = None,
     send_email: bool = True,
-) -> AuditResult | State:
+    db_secret: str | None = None,
+) -> AuditResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
     Parameters
     ----------
     registry : folder of drops (see README, "The registry").
-    db_url : SQLAlchemy URL; default a SQLite file in `out_dir`.
+    db_url : SQLAlchemy URL without a password (one with a password is refused: Prefect stores
+        parameters with the run). None: the Secret block `db_secret`, else ``$DRIFT_AUDIT_DB_URL``,
+        else a SQLite file in `out_dir` (`flows.database`).
     out_dir : reports land in ``<out_dir>/<week>/report.html``.
     week : audit only this drop, replacing its stored figures.
     model_name : name stored with the figures; default the registry folder's name.
@@ -154,53 +241,65 @@ def weekly_audit(
         A login is only sent to the server it belongs to: with a password from the environment or a
         block, an `smtp_host` (or port, security) other than that server's is refused.
     send_email : False never e-mails; True e-mails when recipients are configured.
+    db_secret : name of a Prefect Secret block holding the database URL (with its password).
     """
     registry_path = Path(registry)
-    db = db_url or default_db_url(out_dir)
-    name = model_name or registry_path.resolve().name
-    chosen = chosen_methods(methods)  # a bad method name fails the run before any drop is loaded
-    upgrade_database_task(db)
-    listing = discover_task(registry_path)
-    pending = plan_task(db, name, listing, week, from_week, to_week, redo)
-    progress.drops_planned([drop.week for drop in pending])
-    settings = DropSettings(
-        chosen,
-        random_state,
-        trust_model_code,
-        tuple(custom_modules or ()),
-        method_cache=(Path(out_dir) / METHOD_CACHE_DIR).resolve(),
+    target = AuditTarget(
+        registry=registry_path,
+        db_url=flow_database_url(db_url, db_secret, out_dir),
+        out_dir=Path(out_dir),
+        model_name=model_name or registry_path.resolve().name,
     )
-    failures: list[str] = []
-    audited: list[dt.date] = []
-    compared: dict[dt.date, ReportInput | None] = {}  # this run's comparisons by week (None: failed)
-    for drop in pending:
-        drift_config = _audit_drop(db, name, drop, listing, settings)
-        if isinstance(drift_config, str):
-            failures.append(f"{drop.week.isoformat()}: {drift_config}")
-            continue
-        audited.append(drop.week)
-        _compare(db, name, drop.week, drift_config, compared, failures)
-    _compare_again(db, name, listing, audited, compared, failures)
-    report_input, rendered, report_path = _render_newest(
-        db, name, listing, Path(out_dir), week, audited, compared, failures
-    )
-    if report_input is not None:
-        _publish_artifacts(name, report_input, report_path)
+    scope = DropScope(week, from_week, to_week, redo)
+    options = MethodOptions(_tuple(methods), random_state, trust_model_code, tuple(custom_modules or ()))
+    settings = DropSettings.of(options, target.out_dir)
     email = EmailOptions(
         _tuple(email_to), email_from, smtp_host, smtp_port, smtp_security, smtp_block, send_email
     )
-    email_error = _email_report(db, rendered, report_path, email)
-    if failures:
-        # the drops of this run, plus earlier weeks whose comparison was redone here and failed
-        pending_weeks = {drop.week for drop in pending}
-        n_drops = len(pending_weeks | {w for w, done in compared.items() if done is None})
-        return Failed(message=f"{len(failures)} of {n_drops} drop(s) failed; " + "; ".join(failures))
+    return _audit_registry(target, scope, settings, email)
+
+
+def _audit_registry(
+    target: AuditTarget, scope: DropScope, settings: DropSettings, email: EmailOptions
+) -> AuditResult | State[object]:
+    """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
+    weeks that follow them, render the newest report, publish and e-mail it."""
+    upgrade_database_task(target.db_url)
+    listing = discover_task(target.registry)
+    pending = plan_task(target.db_url, target.model_name, listing, scope)
+    progress.drops_planned([drop.week for drop in pending])
+    drops = [_audit_and_compare(target, drop, listing, settings) for drop in pending]
+    audited = tuple(outcome.audit.week for outcome in drops if outcome.audit.error is None)
+    again = _compare_again(target, listing, audited)
+    compared = [*(outcome.comparison for outcome in drops if outcome.comparison is not None), *again]
+    report = _render_newest(target, listing, scope.week, audited, {c.week: c for c in compared})
+    if report.report_input is not None:
+        _publish_artifacts(target.model_name, report.report_input, report.path)
+    email_error = _email_report(target.db_url, report.rendered, report.path, email)
+    later = (*again, *((report.comparison,) if report.comparison is not None else ()))
+    failed = _failure_message(pending, drops, later)
+    if failed is not None:
+        return Failed(message=failed)
     if email_error is not None:
-        return Failed(message=f"report written to {report_path} but not e-mailed: {email_error}")
-    verdict = (
-        None if report_input is None or report_input.assessment is None else report_input.assessment.verdict
-    )
-    return AuditResult(audited_weeks=tuple(audited), report_path=report_path, verdict=verdict)
+        return Failed(message=f"report written to {report.path} but not e-mailed: {email_error}")
+    assessment = None if report.report_input is None else report.report_input.assessment
+    verdict = None if assessment is None else assessment.verdict
+    return AuditResult(audited_weeks=audited, report_path=report.path, verdict=verdict)
+
+
+def _failure_message(
+    pending: Sequence[Drop], drops: Sequence[DropOutcome], later: Sequence[WeekComparison]
+) -> str | None:
+    """The run's failure message (None: nothing failed): each failure in the order it happened, the
+    drops' then the later comparisons' (weeks compared again, the reported week).
+
+    It counts the drops of this run plus the earlier weeks whose comparison was redone here and failed.
+    """
+    failures = [f for f in (*(o.failure for o in drops), *(c.failure for c in later)) if f is not None]
+    if not failures:
+        return None
+    n_drops = len({drop.week for drop in pending} | {c.week for c in later if c.error is not None})
+    return f"{len(failures)} of {n_drops} drop(s) failed; " + "; ".join(failures)
 
 
 def _email_report(
@@ -234,18 +333,29 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(values)
 
 
+def _audit_and_compare(
+    target: AuditTarget, drop: Drop, listing: RegistryListing, settings: DropSettings
+) -> DropOutcome:
+    """Audit one drop and, when that succeeded, compare it with the latest earlier audited drop."""
+    audit = _audit_drop(target, drop, listing, settings)
+    if audit.drift is None:
+        return DropOutcome(audit)
+    return DropOutcome(audit, _compare(target, drop.week, audit.drift))
+
+
 def _audit_drop(
-    db: str, name: str, drop: Drop, listing: RegistryListing, settings: DropSettings
-) -> DriftConfig | str:
-    """Audit one drop; returns its drift thresholds on success, else the one-line error (also
-    stored with the run)."""
-    run_id = start_run_task(db, name, drop, flow_run.id)
+    target: AuditTarget, drop: Drop, listing: RegistryListing, settings: DropSettings
+) -> DropAudit:
+    """Audit one drop: its drift thresholds on success, else the one-line error (also stored with
+    its run)."""
+    db = target.db_url
+    run_id = start_run_task(db, target.model_name, drop, flow_run.id)
     progress.drop_started(drop.week, settings.methods)
     try:
         loaded = load_task(drop, settings.trust_model_code, settings.custom_modules)
         evaluation = evaluate_task(loaded)
         inputs = drop_inputs(loaded, settings.trust_model_code, settings.custom_modules)
-        frozen = frozen_model_task(db, name, loaded, inputs, listing)
+        frozen = frozen_model_task(db, target.model_name, loaded, inputs, listing)
         scores = _score_drop(loaded, inputs, frozen, settings)
         store_task(db, run_id, loaded, scores.outcomes, scores.copies, scores.frozen, evaluation=evaluation)
     except Exception as error:  # recorded with the run and reported by the flow's final state
@@ -253,9 +363,9 @@ def _audit_drop(
         record_failure_task(db, run_id, message)
         get_run_logger().error("%s: audit failed: %s", drop.week, message)
         progress.drop_finished(drop.week, "failed")
-        return message
+        return DropAudit(drop.week, error=message)
     progress.drop_finished(drop.week, "succeeded")
-    return loaded.config.drift
+    return DropAudit(drop.week, drift=loaded.config.drift)
 
 
 def _score_drop(
@@ -296,87 +406,58 @@ def _importances(outcomes: Iterable[MethodOutcome]) -> tuple[Importance, ...]:
     return tuple(outcome.importance for outcome in outcomes if outcome.importance is not None)
 
 
-def chosen_methods(methods: list[str] | None) -> list[str]:
-    """The names of the methods to run (None: every registered one); an `AuditError` naming the fix
-    for an unknown name or an empty list."""
-    if methods is not None and not methods:
-        raise AuditError(
-            "no method to run: name at least one (e.g. --methods permutation) or omit it for all"
-        )
-    return [spec.name for spec in select_methods(methods)]
+def _compare(target: AuditTarget, week: dt.date, drift_config: DriftConfig) -> WeekComparison:
+    """Compare the drop of `week` (`compare_task`).
 
-
-def _compare(
-    db: str,
-    name: str,
-    week: dt.date,
-    drift_config: DriftConfig,
-    compared: dict[dt.date, ReportInput | None],
-    failures: list[str],
-) -> ReportInput | None:
-    """Compare the drop of `week` (`compare_task`) and keep the result in `compared`.
-
-    A failure is added to `failures` (the run fails at the end) and kept as None in `compared`, and
-    does not stop the later drops, the report or the e-mail: the drop's figures are stored already.
+    A failure is returned, not raised: it fails the run at the end but does not stop the later
+    drops, the report or the e-mail (the drop's figures are stored already).
     """
     try:
-        report_input: ReportInput | None = compare_task(db, name, week, drift_config)
+        report_input = compare_task(target.db_url, target.model_name, week, drift_config)
     except Exception as error:  # recorded in the flow's final state
         message = one_line(error)
         get_run_logger().error("%s: figures stored, but the comparison failed: %s", week, message)
-        failures.append(f"{week.isoformat()}: comparison failed: {message}")
-        report_input = None
-    compared[week] = report_input
-    return report_input
+        return WeekComparison(week, error=message)
+    return WeekComparison(week, report_input=report_input)
 
 
 def _compare_again(
-    db: str,
-    name: str,
-    listing: RegistryListing,
-    audited: list[dt.date],
-    compared: dict[dt.date, ReportInput | None],
-    failures: list[str],
-) -> None:
+    target: AuditTarget, listing: RegistryListing, audited: Sequence[dt.date]
+) -> tuple[WeekComparison, ...]:
     """Compare again the already-audited weeks that follow a week audited in this run (a backfilled
-    gap or a re-audit changed their previous drop), into `compared`."""
-    for later in stale_comparisons_task(db, name, audited) if audited else ():
-        _compare(db, name, later, _drift_config(listing, later), compared, failures)
+    gap or a re-audit changed their previous drop)."""
+    stale = stale_comparisons_task(target.db_url, target.model_name, audited) if audited else ()
+    return tuple(_compare(target, later, _drift_config(listing, later)) for later in stale)
 
 
 def _render_newest(
-    db: str,
-    name: str,
+    target: AuditTarget,
     listing: RegistryListing,
-    out_dir: Path,
     week: dt.date | None,
-    audited: list[dt.date],
-    compared: dict[dt.date, ReportInput | None],
-    failures: list[str],
-) -> tuple[ReportInput | None, RenderedReport | None, Path | None]:
+    audited: Sequence[dt.date],
+    compared: Mapping[dt.date, WeekComparison],
+) -> NewestReport:
     """Render the report of a re-audited `week`, or of the newest audited drop, reusing its
-    comparison when this run made it.
+    comparison when this run made it (`compared`), else comparing it here.
 
     No report is written when a requested re-audit failed (its old figures would pass for new ones)
-    or when the reported week's comparison failed (it is in `failures`).
+    or when the reported week's comparison failed (the run's failure message says so).
     """
     if week is not None and week not in audited:
-        return None, None, None
-    report_week = week if week is not None else latest_week_task(db, name)
+        return NewestReport()
+    report_week = week if week is not None else latest_week_task(target.db_url, target.model_name)
     if report_week is None:
         get_run_logger().warning("no audited drop yet: no report written")
-        return None, None, None
-    if report_week in compared:
-        report_input = compared[report_week]
-    else:
-        report_input = _compare(
-            db, name, report_week, _drift_config(listing, report_week), compared, failures
-        )
-    if report_input is None:
+        return NewestReport()
+    made_here = None
+    comparison = compared.get(report_week)
+    if comparison is None:
+        comparison = made_here = _compare(target, report_week, _drift_config(listing, report_week))
+    if comparison.report_input is None:
         get_run_logger().warning("%s: not compared: no report written", report_week)
-        return None, None, None
-    path, rendered = render_task(db, report_input, out_dir)
-    return report_input, rendered, path
+        return NewestReport(comparison=made_here)
+    path, rendered = render_task(target.db_url, comparison.report_input, target.out_dir)
+    return NewestReport(comparison.report_input, rendered, path, comparison=made_here)
 
 
 def _drift_config(listing: RegistryListing, week: dt.date) -> DriftConfig:

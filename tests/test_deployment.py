@@ -165,6 +165,7 @@ def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) ->
         "registry": str(registry),  # the {{ $DRIFT_AUDIT_REGISTRY }} template, filled at deploy time
         "out_dir": "drift-audit-output",
         "db_url": None,
+        "db_secret": None,
         "email_to": None,
     }
     assert deployment["pull_steps"] == [
@@ -181,7 +182,6 @@ def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) ->
         "run",
         DEPLOYMENT,
         *_param("registry", str(registry)),
-        *_param("db_url", db_url),
         *_param("out_dir", str(out_dir)),
         *_param("methods", ["weight_sum", "permutation"]),
     )
@@ -193,7 +193,8 @@ def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) ->
     with worker_log.open("wb") as log:
         worker = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", POOL, "--run-once"],
-            env={**server.env, "PWD": str(ROOT)},
+            # the database comes from the worker's environment, as prefect.yaml's comments say
+            env={**server.env, "PWD": str(ROOT), "DRIFT_AUDIT_DB_URL": db_url},
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,

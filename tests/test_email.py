@@ -568,7 +568,8 @@ def test_the_cli_gives_its_smtp_server_through_the_environment_not_parameters(
 ) -> None:
     import os
 
-    from flows.cli import _email_options, _parser, _smtp_environment
+    from flows.cli import _flow_environment, _parser, _request
+    from flows.settings import DropScope
 
     monkeypatch.setenv("DRIFT_AUDIT_SMTP_PORT", "2525")
     monkeypatch.delenv("DRIFT_AUDIT_SMTP_HOST", raising=False)
@@ -578,10 +579,10 @@ def test_the_cli_gives_its_smtp_server_through_the_environment_not_parameters(
              "--smtp-port", "587", "--task-runner", "dask", "--dask-address", "tcp://s:8786"]
         )  # fmt: skip
         assert (args.task_runner, args.dask_address) == ("dask", "tcp://s:8786")
-        parameters = _email_options(args)
+        parameters = _request(args, DropScope()).flow_parameters()
         assert parameters["email_to"] == ["a@example.com"]
         assert not {"smtp_host", "smtp_port", "smtp_security"} & set(parameters)
-        with _smtp_environment(args):
+        with _flow_environment(args):
             assert os.environ["DRIFT_AUDIT_SMTP_HOST"] == "smtp.cli.example"
             assert os.environ["DRIFT_AUDIT_SMTP_PORT"] == "587"
         assert "DRIFT_AUDIT_SMTP_HOST" not in os.environ and os.environ["DRIFT_AUDIT_SMTP_PORT"] == "2525"

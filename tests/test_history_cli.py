@@ -68,7 +68,7 @@ def test_table_is_aligned(filled: str, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_default_db_is_the_one_run_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.weekly_audit import default_db_url
+    from flows.database import default_db_url
 
     out_dir = tmp_path / "out"
     engine = make_engine(default_db_url(out_dir))

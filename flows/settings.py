@@ -1,0 +1,126 @@
+"""What one audit run is asked to do, grouped: the settings objects the CLI builds and the flow unpacks.
+
+The `weekly_audit` flow keeps flat parameters (``registry``, ``out_dir``, ``week``, ``email_to``, ...):
+deployments name them in prefect.yaml and ``prefect deployment run --param KEY=VALUE``. Each group's
+field names are the flow's parameter names, so `AuditRequest.flow_parameters` is the one place that
+maps the groups onto the flow, and the flow builds the same groups from its parameters
+(tests/test_settings.py checks every field is a flow parameter of the same default).
+
+Nothing secret lives here: all of it becomes flow parameters, which Prefect stores with the run. The
+database URL reaches the flow through the environment or a Secret block (`flows.database`), and the
+SMTP server and login through the environment or an e-mail block (`flows.delivery`).
+
+This module imports no Prefect and no TensorFlow: the command line checks a request with it before
+anything heavy is loaded (`flows.preflight`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.schedule import drops_in_range
+from audit.types import AuditError, Drop
+
+#: Where `drift-audit run` writes its reports (and, by default, its SQLite database).
+DEFAULT_OUT_DIR = "drift-audit-output"
+#: Task runners the command line offers (`flows.runners`).
+RUNNER_KINDS = ("default", "dask")
+
+
+@dataclass(frozen=True)
+class DropScope:
+    """Which drops of the registry a run audits.
+
+    All unset: every drop without current figures. `week`: only that drop, replacing its figures.
+    `from_week`/`to_week`: the drops dated in that range (both included; None: open-ended) without
+    current figures, or all of them with `redo` (a backfill).
+    """
+
+    week: dt.date | None = None
+    from_week: dt.date | None = None
+    to_week: dt.date | None = None
+    redo: bool = False
+
+    def drops(self, drops: tuple[Drop, ...]) -> tuple[Drop, ...]:
+        """The drops of this scope among `drops` (oldest first), before the database is asked which
+        already have figures; an `AuditError` naming the registry's drops when none matches."""
+        if self.week is not None and (self.from_week is not None or self.to_week is not None):
+            raise AuditError("pass either one week to re-audit or a range (from/to), not both")
+        if self.week is None:
+            return drops_in_range(drops, self.from_week, self.to_week)
+        chosen = tuple(drop for drop in drops if drop.week == self.week)
+        if not chosen:
+            weeks = ", ".join(d.week.isoformat() for d in drops) or "none"
+            raise AuditError(f"no drop for week {self.week.isoformat()} in the registry (drops: {weeks})")
+        return chosen
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """How each drop is audited: which methods (None: every registered one), their seed, and how
+    model files may be loaded."""
+
+    methods: tuple[str, ...] | None = None
+    random_state: int = 0
+    trust_model_code: bool = False
+    custom_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmailParameters:
+    """The e-mail settings a run passes as flow parameters (None: the flow reads ``DRIFT_AUDIT_*``).
+
+    The SMTP server (``--smtp-host/-port/-security``) is not among them: the command line puts it in
+    the environment, where the password's server is (`flows.delivery.resolve_delivery`).
+    """
+
+    email_to: tuple[str, ...] | None = None
+    email_from: str | None = None
+    smtp_block: str | None = None
+    send_email: bool = True
+
+
+@dataclass(frozen=True)
+class RunnerChoice:
+    """Where the method tasks run (`flows.runners.task_runner`); not a flow parameter: the command
+    line sets the flow's task runner with it."""
+
+    kind: str = "default"
+    #: Scheduler of a running Dask cluster (None: ``$DRIFT_AUDIT_DASK_ADDRESS``, else a local cluster).
+    dask_address: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """One audit run as the command line asks for it, before any of it is checked or run."""
+
+    registry: Path
+    out_dir: Path = Path(DEFAULT_OUT_DIR)
+    #: Name stored with the figures (None: the registry folder's name).
+    model_name: str | None = None
+    #: Name of the Prefect Secret block holding the database URL (`flows.database`); a name, not a secret.
+    db_secret: str | None = None
+    scope: DropScope = field(default_factory=DropScope)
+    options: MethodOptions = field(default_factory=MethodOptions)
+    email: EmailParameters = field(default_factory=EmailParameters)
+
+    def flow_parameters(self) -> dict[str, object]:
+        """The keyword arguments of the `weekly_audit` flow, as Prefect stores them (lists, strings)."""
+        flat: dict[str, object] = {
+            "registry": str(self.registry),
+            "out_dir": str(self.out_dir),
+            "model_name": self.model_name,
+            "db_secret": self.db_secret,
+            **_fields(self.scope),
+            **_fields(self.options),
+            **_fields(self.email),
+        }
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in flat.items()}
+
+
+def _fields(group: object) -> dict[str, object]:
+    """A settings group's fields by name (one level: unlike `dataclasses.asdict`, values are kept)."""
+    return {item.name: getattr(group, item.name) for item in dataclasses.fields(group)}  # type: ignore[arg-type]
