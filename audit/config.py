@@ -105,7 +105,9 @@ def _positive(path: Path, key: str, value: object) -> int:
 
 
 def _method_options(path: Path, value: object) -> dict[str, dict[str, object]]:
-    """``[methods.permutation]`` tables; option names are checked by each method when it runs."""
+    """``[methods.permutation]`` tables, as written; their method names, option names and values are
+    checked against each method's declared options when the drop loads (`audit.loading.load_drop`:
+    the declarations live with the methods, which this light module does not import)."""
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise AuditError(f"{path}: methods must hold one table per method, e.g. [methods.permutation]")
     return {str(name): dict(options) for name, options in value.items()}

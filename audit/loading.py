@@ -24,9 +24,11 @@ import numpy as np
 from audit.config import read_drop_config
 from audit.eval_sample import load_eval_sample
 from audit.forward import check_labels
+from audit.methods import option_schemas
 from audit.model_formats import model_content_hash
 from audit.model_readers import read_model
 from audit.model_safety import import_custom_modules
+from audit.options import check_method_tables
 from audit.saved_model import SavedModelLayer
 from audit.targets import OutputTarget, check_output_index, output_activation
 from audit.types import AuditError, Drop, DropConfig, EvalSample, ModelFacts, Task
@@ -178,9 +180,12 @@ def load_drop(
     """Read everything a drop holds and check it fits together; raises `AuditError` otherwise.
 
     Every model of the drop is loaded (see `load_model` for the options); the copies must have the
-    primary model's architecture.
+    primary model's architecture. The ``[methods.<name>]`` tables of audit.toml are checked against
+    the methods' declared options first, so a typo fails the drop before anything is loaded or
+    computed.
     """
     config = read_drop_config(drop.config_path)
+    check_method_tables(drop.config_path, config.method_options, option_schemas())
     model = load_model(drop.model_path, trust_model_code=trust_model_code, custom_modules=custom_modules)
     copies = []
     for path in drop.model_paths[1:]:

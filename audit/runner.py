@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from audit.loading import LoadedDrop
 from audit.methods import MethodContext, MethodNotApplicable, MethodSpec, registered_methods
@@ -27,17 +28,23 @@ def select_methods(names: Sequence[str] | None) -> tuple[MethodSpec, ...]:
     return tuple(available[name] for name in names)
 
 
+def method_context(loaded: LoadedDrop, spec: MethodSpec, *, random_state: int = 0) -> MethodContext[Any]:
+    """What `spec` is called with on `loaded`: its ``[methods.<name>]`` options of the drop's
+    audit.toml, typed, with every default filled (`load_drop` has checked them)."""
+    return spec.context(
+        loaded.feature_names,
+        loaded.target,
+        random_state=random_state,
+        options=loaded.config.method_options.get(spec.name),
+    )
+
+
 def run_method(loaded: LoadedDrop, spec: MethodSpec, *, random_state: int = 0) -> MethodOutcome:
     """Run one method on `loaded`; never raises for a method's own failure."""
     sample = loaded.sample
     if spec.needs_eval_sample and sample is None:
         return MethodOutcome(spec.name, MethodStatus.SKIPPED, reason=NO_SAMPLE_REASON)
-    context = MethodContext(
-        feature_names=loaded.feature_names,
-        target=loaded.target,
-        random_state=random_state,
-        options=loaded.config.method_options.get(spec.name, {}),
-    )
+    context = method_context(loaded, spec, random_state=random_state)
     started = time.perf_counter()
     try:
         importance = spec.compute(

@@ -99,7 +99,8 @@ class DropConfig:
     target: str = "target"
     class_index: int | None = None
     output_index: int | None = None
-    #: ``[methods.<name>]`` tables: options passed to that method (e.g. n_repeats = 10).
+    #: ``[methods.<name>]`` tables as written (e.g. n_repeats = 10); checked against each method's
+    #: declared options by `audit.loading.load_drop`, typed and defaults filled by `MethodSpec.context`.
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     #: Rows of the eval sample with NaN/inf in X or y: an error (default) or dropped and counted.
     nan_policy: NanPolicy = NanPolicy.ERROR

@@ -81,7 +81,7 @@ def patch_budgets(forward_bytes: int) -> None:
 
 
 def child(method: str, samples: int, model_path: Path, forward_chunk_mib: float | None) -> dict[str, Any]:
-    from audit.methods import MethodContext, registered_methods
+    from audit.methods import registered_methods
     from audit.targets import REGRESSION_TARGET
 
     if forward_chunk_mib is not None:
@@ -90,11 +90,11 @@ def child(method: str, samples: int, model_path: Path, forward_chunk_mib: float 
     spec = registered_methods()[method]
     model = load_model(model_path)
     X, y = make_data(model, samples, None)
-    context = MethodContext(
-        feature_names=tuple(f"f{i}" for i in range(X.shape[-1])),
-        target=REGRESSION_TARGET,
+    context = spec.context(
+        tuple(f"f{i}" for i in range(X.shape[-1])),
+        REGRESSION_TARGET,
         random_state=0,
-        options=OPTIONS.get(method, {}),
+        options=OPTIONS.get(method),
     )
     gc.collect()
     before = status_kib("VmRSS")

@@ -39,7 +39,7 @@ from _common import (
 RECORDER = install_trace_recorder()  # before audit is imported, so its tf.functions are counted
 
 from audit import forward, gradients  # noqa: E402
-from audit.methods import MethodContext, MethodNotApplicable, MethodSpec, registered_methods  # noqa: E402
+from audit.methods import MethodNotApplicable, MethodSpec, registered_methods  # noqa: E402
 from audit.targets import REGRESSION_TARGET, OutputTarget, output_activation  # noqa: E402
 from audit.types import Task  # noqa: E402
 
@@ -120,9 +120,9 @@ def bench_method(workload: Workload, path: Any, spec: MethodSpec, repeats: int) 
     model = load_model(path)
     X, y = make_data(model, workload.n_samples, workload.n_classes)
     options = OPTIONS.get((workload.key, spec.name), {})
-    context = MethodContext(
-        feature_names=tuple(f"f{i}" for i in range(X.shape[-1])),
-        target=target_of(model, workload),
+    context = spec.context(
+        tuple(f"f{i}" for i in range(X.shape[-1])),
+        target_of(model, workload),
         random_state=0,
         options=options,
     )

@@ -44,7 +44,7 @@ from prefect.transactions import get_transaction
 import audit
 from audit.loading import LoadedDrop, load_drop, load_model
 from audit.model_formats import model_content_hash
-from audit.runner import run_method, select_methods
+from audit.runner import method_context, run_method, select_methods
 from audit.types import AuditError, Drop, MethodOutcome, MethodStatus
 
 #: How long a cached figure is reused. Older entries are recomputed (and overwritten) when asked for;
@@ -131,11 +131,13 @@ def remember_model(model: keras.Model, frozen: FrozenModel, inputs: DropInputs) 
 
 def settings_digest(loaded: LoadedDrop, method: str) -> str:
     """A digest of what, besides the model and sample files and the seed, changes `method`'s figures:
-    its options from audit.toml, the explained output, the feature names and how the sample was
-    cut (NaN rows dropped, subsampling)."""
+    its options (as it runs with them: checked, typed, every default filled, so ``n_repeats = 5``
+    written out and left to its default are one entry), the explained output, the feature names and
+    how the sample was cut (NaN rows dropped, subsampling)."""
     sample = loaded.sample
+    (spec,) = select_methods([method])
     settings = {
-        "options": loaded.config.method_options.get(method, {}),
+        "options": dataclasses.asdict(method_context(loaded, spec).options),
         "target": dataclasses.asdict(loaded.target),
         "features": loaded.feature_names,
         "rows": None if sample is None else [sample.n_samples, sample.n_dropped_rows, sample.sampling_seed],

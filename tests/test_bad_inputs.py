@@ -404,6 +404,87 @@ def test_unreadable_audit_toml(tmp_path: Path, sqlite_url: str) -> None:
     )
 
 
+# --- method options in audit.toml (checked when the drop loads: tests/test_method_options.py) -----
+
+_PERMUTATION_TAKES = "permutation takes n_repeats, max_samples, scoring"
+BAD_METHOD_OPTIONS = [
+    pytest.param(
+        "[methods.permutation]\nn_repeat = 10\n",
+        f"unknown option methods.permutation.n_repeat (did you mean n_repeats?); {_PERMUTATION_TAKES}",
+        id="typo",
+    ),
+    pytest.param(
+        "[methods.permutaton]\nn_repeats = 10\n",
+        "unknown method table [methods.permutaton] (did you mean [methods.permutation]?); known methods: "
+        "garson, grad_cam, gradient_x_input, integrated_gradients, olden, permutation, perturbation, "
+        "saliency, sensitivity_sweep, weight_sum",
+        id="unknown-method",
+    ),
+    pytest.param(
+        '[methods.permutation]\nn_repeats = "10"\n',
+        "methods.permutation.n_repeats must be an integer >= 1, got '10'",
+        id="ill-typed",
+    ),
+    pytest.param(
+        "[methods.perturbation]\nscale = -0.5\n",
+        "methods.perturbation.scale must be a number > 0, got -0.5",
+        id="out-of-range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), BAD_METHOD_OPTIONS)
+def test_bad_method_options_fail_the_drop(tmp_path: Path, sqlite_url: str, config: str, message: str) -> None:
+    """The run audits `weight_sum` only: a bad table of another method still fails the drop."""
+    failure = audit_bad_drop(
+        tmp_path, sqlite_url, lambda folder: (folder / "audit.toml").write_text(config, encoding="utf-8")
+    )
+    folder = tmp_path / "registry" / BAD_WEEK.isoformat()
+    assert failure.stored_error == f"{folder}/audit.toml: {message}"
+
+
+def test_a_bad_method_option_fails_its_drop_and_the_others_are_audited(tmp_path: Path, db_url: str) -> None:
+    registry = tmp_path / "registry"
+    _good_drop(registry, GOOD_WEEK)
+    bad = _good_drop(registry, BAD_WEEK)
+    (bad / "audit.toml").write_text("[methods.permutation]\nn_repeat = 10\n", encoding="utf-8")
+    _good_drop(registry, LATER_WEEK)
+
+    state = _audit(registry, db_url, tmp_path, methods=["weight_sum", "permutation"])
+
+    error = (
+        f"{bad}/audit.toml: unknown option methods.permutation.n_repeat (did you mean n_repeats?); "
+        f"{_PERMUTATION_TAKES}"
+    )
+    assert state.is_failed() and state.message == f"1 of 3 drop(s) failed; {BAD_WEEK.isoformat()}: {error}"
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        runs = connection.execute(
+            sa.text(
+                "SELECT d.week, r.status, r.error, COUNT(i.id) AS n_figures FROM audit_runs r "
+                "JOIN model_drops d ON d.id = r.drop_id LEFT JOIN importances i ON i.run_id = r.id "
+                "GROUP BY d.week, r.status, r.error ORDER BY d.week"
+            )
+        ).all()
+        compared = connection.execute(
+            sa.text(
+                "SELECT d.week, pd.week FROM comparisons c JOIN audit_runs r ON r.id = c.run_id "
+                "JOIN model_drops d ON d.id = r.drop_id JOIN audit_runs pr ON pr.id = c.previous_run_id "
+                "JOIN model_drops pd ON pd.id = pr.drop_id WHERE c.method = 'permutation'"
+            )
+        ).all()
+    engine.dispose()
+    assert [(str(week), status, error_text, n) for week, status, error_text, n in runs] == [
+        (GOOD_WEEK.isoformat(), "succeeded", None, 2 * len(NAMES)),
+        (BAD_WEEK.isoformat(), "failed", error, 0),
+        (LATER_WEEK.isoformat(), "succeeded", None, 2 * len(NAMES)),
+    ]
+    assert [(str(week), str(previous)) for week, previous in compared] == [
+        (LATER_WEEK.isoformat(), GOOD_WEEK.isoformat())
+    ]
+    assert (tmp_path / "out" / LATER_WEEK.isoformat() / "report.html").is_file()
+
+
 def _nan_drop_registry(tmp_path: Path) -> Path:
     registry = tmp_path / "registry"
     folder = _good_drop(registry, BAD_WEEK)

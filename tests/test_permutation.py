@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from audit.methods import MethodContext, MethodNotApplicable, registered_methods
+from audit.methods import MethodNotApplicable, registered_methods
 from audit.methods.permutation import compute_permutation
+from audit.options import OptionError
 from audit.targets import OutputTarget
 from audit.types import Task
 from tests.helpers import linear_model, mlp_ignoring
@@ -240,7 +241,7 @@ def test_registered_adapter_reads_max_samples_and_scoring() -> None:
     spec = registered_methods()["permutation"]
     X = np.random.default_rng(15).normal(size=(80, 3))
     y = np.argmax(X[:, :1] * np.array([[1.0, 0.0, -1.0]]), axis=1).astype(float)
-    context = MethodContext(
+    context = spec.context(
         ("a", "b", "c"),
         OutputTarget(Task.CLASSIFICATION, "softmax"),
         random_state=1,
@@ -249,13 +250,8 @@ def test_registered_adapter_reads_max_samples_and_scoring() -> None:
     result = spec.compute(_softmax_classifier(), X, y, context)
     assert result.parameters["max_samples"] == 40 and result.parameters["scoring"] == "accuracy"
     assert result.values[0] > 0.2
-    with pytest.raises(ValueError, match="max_samples"):
-        spec.compute(
-            _softmax_classifier(),
-            X,
-            y,
-            MethodContext(("a", "b", "c"), context.target, options={"max_samples": "half"}),
-        )
+    with pytest.raises(OptionError, match=r"methods\.permutation\.max_samples must be .+, got 'half'"):
+        spec.context(("a", "b", "c"), context.target, options={"max_samples": "half"})
 
 
 def test_multi_step_softmax_loss_reads_each_steps_classes() -> None:

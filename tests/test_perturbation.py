@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from audit.methods import MethodContext, registered_methods
+from audit.methods import registered_methods
 from audit.methods.perturbation import compute_perturbation
 from audit.targets import REGRESSION_TARGET
 from tests.helpers import linear_model, mlp_ignoring
@@ -88,7 +88,7 @@ def test_bad_scale_is_refused() -> None:
 def test_registered_adapter_reads_its_options() -> None:
     spec = registered_methods()["perturbation"]
     assert spec.needs_eval_sample
-    context = MethodContext(NAMES3, REGRESSION_TARGET, random_state=3, options={"scale": 1, "n_repeats": 2})
+    context = spec.context(NAMES3, REGRESSION_TARGET, random_state=3, options={"scale": 1, "n_repeats": 2})
     X = np.random.default_rng(7).normal(size=(50, 3))
     result = spec.compute(linear_model([1.0, 0.0, 2.0]), X, None, context)
     assert result.parameters["scale"] == 1.0 and result.parameters["n_repeats"] == 2

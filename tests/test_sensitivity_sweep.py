@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from audit.methods import MethodContext, registered_methods
+from audit.methods import registered_methods
 from audit.methods.sensitivity_sweep import compute_sensitivity_sweep
 from audit.targets import OutputTarget
 from audit.types import Task
@@ -190,7 +190,7 @@ def test_bad_options_are_refused() -> None:
 def test_registered_adapter_reads_its_options() -> None:
     spec = registered_methods()["sensitivity_sweep"]
     assert spec.needs_eval_sample
-    context = MethodContext(
+    context = spec.context(
         NAMES3,
         OutputTarget(Task.REGRESSION),
         random_state=4,

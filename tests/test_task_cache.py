@@ -102,6 +102,29 @@ def test_cache_key_follows_content_hashes_method_settings_and_seed(loaded_drop: 
     assert fixed != _key(job)
 
 
+def test_cache_key_hashes_the_options_a_method_runs_with(loaded_drop: LoadedDrop) -> None:
+    """Defaults written out or left out are one cache entry; `scale = 1` and `scale = 1.0` too."""
+
+    def digest(method: str, table: dict[str, object] | None) -> str:
+        tables = {} if table is None else {method: table}
+        config = dataclasses.replace(loaded_drop.config, method_options=tables)
+        return settings_digest(dataclasses.replace(loaded_drop, config=config), method)
+
+    assert digest("permutation", None) == digest("permutation", {"n_repeats": 5})
+    assert digest("permutation", None) == digest("permutation", {"n_repeats": 5, "scoring": "loss"})
+    assert digest("permutation", None) != digest("permutation", {"n_repeats": 6})
+    assert digest("perturbation", {"scale": 1}) == digest("perturbation", {"scale": 1.0})
+    assert digest("perturbation", None) == digest("perturbation", {"scale": 0.1, "n_repeats": 5})
+    # another method's table does not touch this method's entry
+    assert digest("perturbation", None) == settings_digest(
+        dataclasses.replace(
+            loaded_drop,
+            config=dataclasses.replace(loaded_drop.config, method_options={"permutation": {"n_repeats": 9}}),
+        ),
+        "perturbation",
+    )
+
+
 def test_cache_key_follows_the_code_of_audit_and_of_custom_modules(
     loaded_drop: LoadedDrop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

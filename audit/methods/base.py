@@ -2,7 +2,9 @@
 
 Each measure lives in its own module with a public ``compute_<measure>(model, X, y=None, *, ...)``
 function (see STYLE.md). The module also registers a small adapter that maps the shared
-`MethodContext` onto that function's options, so the flow can run any method the same way.
+`MethodContext` onto that function's options, so the flow can run any method the same way, and
+declares the method's options once (a frozen dataclass of `audit.options.option` fields): they are
+checked when a drop loads, and the adapter receives them typed, with every default filled.
 Weight-only measures declare ``needs_eval_sample=False``; the rest are skipped with a reason when a
 drop ships no eval sample.
 """
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import keras
 import numpy as np
 
+from audit.options import NoOptions, OptionSchema
 from audit.targets import OutputTarget
 from audit.types import FloatArray, Importance
 
-T = TypeVar("T")
+OptionsT = TypeVar("OptionsT")
 
 
 class MethodNotApplicable(Exception):
@@ -27,27 +30,20 @@ class MethodNotApplicable(Exception):
 
 
 @dataclass(frozen=True)
-class MethodContext:
+class MethodContext(Generic[OptionsT]):
     """What every method may use besides the model and the sample."""
 
     feature_names: tuple[str, ...]
     target: OutputTarget
+    #: This method's options: the drop's ``[methods.<name>]`` table of audit.toml, checked against
+    #: the method's declaration and typed, every default filled (`MethodSpec.context`).
+    options: OptionsT
     random_state: int = 0
-    #: This method's options from the drop's ``[methods.<name>]`` table in audit.toml.
-    options: Mapping[str, object] = field(default_factory=dict)
-
-    def option(self, name: str, default: T, kind: type[T]) -> T:
-        """The option `name` (or `default`), checked to be of `kind`; a clear error otherwise."""
-        value = self.options.get(name, default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"option {name} must be {kind.__name__}, got {value!r}")
-        return value
 
 
 #: model, X (None for weight-only methods), y (None without targets), context -> result
-ComputeFn = Callable[[keras.Model, FloatArray | None, FloatArray | None, MethodContext], Importance]
+Adapter = Callable[[keras.Model, FloatArray | None, FloatArray | None, MethodContext[OptionsT]], Importance]
+ComputeFn = Adapter[Any]
 
 
 @dataclass(frozen=True)
@@ -56,20 +52,40 @@ class MethodSpec:
     compute: ComputeFn
     needs_eval_sample: bool
     description: str
+    #: The options it takes (its ``[methods.<name>]`` table).
+    options: OptionSchema[Any] = field(default_factory=lambda: OptionSchema(NoOptions))
+
+    def context(
+        self,
+        feature_names: tuple[str, ...],
+        target: OutputTarget,
+        *,
+        random_state: int = 0,
+        options: Mapping[str, object] | None = None,
+    ) -> MethodContext[Any]:
+        """The context to call `compute` with: `options` (a ``[methods.<name>]`` table) checked and
+        typed, defaults filled; an `audit.options.OptionError` naming the key otherwise."""
+        resolved = self.options.resolve(options or {}, key=f"methods.{self.name}")
+        return MethodContext(feature_names, target, resolved, random_state)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(
-    name: str, *, needs_eval_sample: bool, description: str
-) -> Callable[[ComputeFn], ComputeFn]:
-    """Decorator: make a method available under `name` (the name stored with its figures)."""
+    name: str, *, needs_eval_sample: bool, description: str, options: type[OptionsT]
+) -> Callable[[Adapter[OptionsT]], Adapter[OptionsT]]:
+    """Decorator: make a method available under `name` (the name stored with its figures).
 
-    def decorate(compute: ComputeFn) -> ComputeFn:
+    `options` declares the options it takes (`audit.options.NoOptions` for none); the declaration
+    is checked here, so a default that breaks its own constraint fails at import, not in a drop.
+    """
+    schema = OptionSchema(options)
+
+    def decorate(compute: Adapter[OptionsT]) -> Adapter[OptionsT]:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = MethodSpec(name, compute, needs_eval_sample, description)
+        _REGISTRY[name] = MethodSpec(name, compute, needs_eval_sample, description, schema)
         return compute
 
     return decorate
@@ -78,6 +94,11 @@ def register_method(
 def registered_methods() -> Mapping[str, MethodSpec]:
     """All methods by name, in registration order (importing `audit.methods` registers them)."""
     return dict(_REGISTRY)
+
+
+def option_schemas() -> Mapping[str, OptionSchema[Any]]:
+    """Each registered method's declared options, by method name, in registration order."""
+    return {name: spec.options for name, spec in _REGISTRY.items()}
 
 
 def standard_error(per_unit: FloatArray) -> FloatArray:

@@ -4,7 +4,8 @@ Both read the weights only (no eval sample) and apply to a plain MLP: a single-i
 single-output model that is a chain of Dense layers, with pass-through layers (dropout, noise,
 activations) allowed between them. Anything else (a recurrent, convolutional or normalisation
 layer, a branch, a merge) makes the method not applicable, with the offending layer named.
-Biases and activations are ignored, as in the original papers.
+Biases and activations are ignored, as in the original papers. The pass-through layers are listed
+in `audit.keras_graph`, which says why weight sums walk through more of them.
 
 Olden, Joy & Death (2004), "An accurate comparison of methods for quantifying variable importance
 in artificial neural networks using simulated data", Ecological Modelling 178, 389-397.
@@ -20,19 +21,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from audit.keras_graph import PASS_THROUGH_DENSE_CHAIN, consumers
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.options import NoOptions
 from audit.types import FloatArray, Importance
-
-#: Layers that do not mix features at inference: walked through between Dense layers.
-_PASS_THROUGH = (
-    keras.layers.InputLayer,
-    keras.layers.Dropout,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.Activation,
-    keras.layers.ActivityRegularization,
-)
 
 
 @dataclass(frozen=True)
@@ -174,18 +166,18 @@ def dense_chain(model: keras.Model, method: str, n_features: int) -> DenseChain:
     kernels: list[FloatArray] = []
     through: list[str] = []
     while True:
-        consumers = _consumers(model, tensors)
-        if not consumers:
+        found = consumers(model, tensors)
+        if not found:
             break
-        if len(consumers) > 1:
-            listed = ", ".join(f"'{layer.name}'" for layer, _ in consumers)
-            raise MethodNotApplicable(f"{needs}; {source} feeds {len(consumers)} layers ({listed})")
-        layer, tensors = consumers[0]
+        if len(found) > 1:
+            listed = ", ".join(f"'{layer.name}'" for layer, _ in found)
+            raise MethodNotApplicable(f"{needs}; {source} feeds {len(found)} layers ({listed})")
+        layer, tensors = found[0]
         source = f"'{layer.name}'"
         if isinstance(layer, keras.layers.Dense):
             names.append(layer.name)
             kernels.append(np.asarray(layer.kernel, dtype=np.float64))
-        elif isinstance(layer, _PASS_THROUGH):
+        elif isinstance(layer, PASS_THROUGH_DENSE_CHAIN):
             through.append(layer.name)
         else:
             raise MethodNotApplicable(f"{needs}; found {type(layer).__name__} '{layer.name}'")
@@ -198,20 +190,6 @@ def dense_chain(model: keras.Model, method: str, n_features: int) -> DenseChain:
             f"first Dense layer '{names[0]}' has {kernels[0].shape[0]} inputs, the sample names {n_features}"
         )
     return DenseChain(tuple(names), tuple(kernels), tuple(through))
-
-
-def _consumers(model: keras.Model, tensors: list[object]) -> list[tuple[keras.layers.Layer, list[object]]]:
-    """Distinct layers called on any of `tensors`, each with the tensors it produced.
-
-    As in weight_sum: a loaded Sequential model can hold two call nodes of one layer on the same
-    input, so each layer is collected once with all its outputs.
-    """
-    found: dict[int, tuple[keras.layers.Layer, list[object]]] = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            if any(inbound is tensor for inbound in node.input_tensors for tensor in tensors):
-                found.setdefault(id(layer), (layer, []))[1].extend(node.output_tensors)
-    return list(found.values())
 
 
 def _column_shares(abs_kernel: FloatArray) -> FloatArray:
@@ -235,9 +213,10 @@ def _parameters(chain: DenseChain) -> dict[str, str | list[str] | list[int] | in
     "garson",
     needs_eval_sample=False,
     description="Garson's share of absolute connection weights per input (MLPs only)",
+    options=NoOptions,
 )
 def _garson(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[NoOptions]
 ) -> Importance:
     return compute_garson(model, feature_names=context.feature_names)
 
@@ -246,8 +225,9 @@ def _garson(
     "olden",
     needs_eval_sample=False,
     description="Olden's signed product of connection weights per input (MLPs only)",
+    options=NoOptions,
 )
 def _olden(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[NoOptions]
 ) -> Importance:
     return compute_olden(model, feature_names=context.feature_names)

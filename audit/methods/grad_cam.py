@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -27,10 +28,23 @@ import tensorflow as tf
 from audit.forward import as_float32, input_spec, row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.options import Text, option
 from audit.targets import REGRESSION_TARGET, OutputTarget, check_class_index, chosen_classes, scalar_output
 from audit.types import FloatArray, Importance
 
 ALL_FEATURES = "*"
+
+
+@dataclass(frozen=True)
+class GradCamOptions:
+    """``[methods.grad_cam]`` in audit.toml."""
+
+    layer: str | None = option(
+        None,
+        Text(),
+        doc="name of the Conv1D layer to explain; a name the model lacks skips the method, saying so",
+        default_doc="the last Conv1D",
+    )
 
 
 def compute_grad_cam(
@@ -139,14 +153,14 @@ def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor) -> tf.Tensor:
 
 
 @register_method(
-    "grad_cam", needs_eval_sample=True, description="1-D Grad-CAM time profile of the last Conv1D layer"
+    "grad_cam",
+    needs_eval_sample=True,
+    description="1-D Grad-CAM time profile of the last Conv1D layer",
+    options=GradCamOptions,
 )
 def _grad_cam(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[GradCamOptions]
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
-    layer = context.options.get("layer")
-    if layer is not None and not isinstance(layer, str):
-        raise ValueError(f"grad_cam option layer must be a layer name, got {layer!r}")
-    return compute_grad_cam(model, X, target=context.target, layer_name=layer)
+    return compute_grad_cam(model, X, target=context.target, layer_name=context.options.layer)

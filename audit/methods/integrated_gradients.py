@@ -33,6 +33,7 @@ from audit.gradients import (
     target_gradients,
 )
 from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
+from audit.options import Choices, Interval, option
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -41,6 +42,34 @@ BaselineKind = Literal["zeros", "mean"]
 DEFAULT_STEPS = 32
 DEFAULT_MAX_STEPS = 256
 DEFAULT_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class IntegratedGradientsOptions:
+    """``[methods.integrated_gradients]`` in audit.toml."""
+
+    baseline: BaselineKind = option(
+        "zeros",
+        Choices(("zeros", "mean")),
+        doc='where the path starts: all zeros, or "mean" (each feature\'s mean over the sample, '
+        "at every step)",
+    )
+    rule: Rule = option(
+        "gauss_legendre",
+        Choices(("gauss_legendre", "trapezoid")),
+        doc="quadrature rule of the path integral",
+    )
+    steps: int = option(DEFAULT_STEPS, Interval(int, low=2), doc="quadrature nodes to start with")
+    tolerance: float = option(
+        DEFAULT_TOLERANCE,
+        Interval(float, low=0.0),
+        doc="median relative completeness delta above which the steps are doubled",
+    )
+    max_steps: int = option(
+        DEFAULT_MAX_STEPS,
+        Interval(int, low=2),
+        doc="cap on that doubling: steps are never raised above it",
+    )
 
 
 @dataclass(frozen=True)
@@ -201,26 +230,25 @@ def _attribute(
     "integrated_gradients",
     needs_eval_sample=True,
     description="mean |integrated gradients| per feature (profile over time for sequences)",
+    options=IntegratedGradientsOptions,
 )
 def _integrated_gradients(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model,
+    X: FloatArray | None,
+    y: FloatArray | None,
+    context: MethodContext[IntegratedGradientsOptions],
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
-    baseline = context.option("baseline", "zeros", str)
-    rule = context.option("rule", "gauss_legendre", str)
-    if baseline not in ("zeros", "mean"):
-        raise ValueError(f"integrated_gradients baseline must be 'zeros' or 'mean', got {baseline!r}")
-    if rule not in ("gauss_legendre", "trapezoid"):
-        raise ValueError(f"integrated_gradients rule must be 'gauss_legendre' or 'trapezoid', got {rule!r}")
+    options = context.options
     return compute_integrated_gradients(
         model,
         X,
         feature_names=context.feature_names,
         target=context.target,
-        baseline=baseline,  # type: ignore[arg-type]
-        steps=context.option("steps", DEFAULT_STEPS, int),
-        rule=rule,  # type: ignore[arg-type]
-        tolerance=context.option("tolerance", DEFAULT_TOLERANCE, float),
-        max_steps=context.option("max_steps", DEFAULT_MAX_STEPS, int),
+        baseline=options.baseline,
+        steps=options.steps,
+        rule=options.rule,
+        tolerance=options.tolerance,
+        max_steps=options.max_steps,
     )

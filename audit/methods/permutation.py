@@ -34,6 +34,7 @@ from audit.forward import (
     per_sample_loss,
 )
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
+from audit.options import Choices, Interval, option
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
 
@@ -45,6 +46,31 @@ SCORINGS: dict[str, Task | None] = {
     "accuracy": Task.CLASSIFICATION,
     "cross_entropy": Task.CLASSIFICATION,
 }
+
+
+@dataclass(frozen=True)
+class PermutationOptions:
+    """``[methods.permutation]`` in audit.toml."""
+
+    n_repeats: int = option(
+        5,
+        Interval(int, low=1),
+        doc="shuffles per feature; the figure is their mean, `std` its standard error",
+    )
+    max_samples: int | float | None = option(
+        None,
+        Interval(int, low=1),
+        Interval(float, low=0.0, high=1.0, closed="right"),
+        doc="rows drawn (without replacement) before shuffling: an integer is a count, "
+        "a decimal (0.5) a fraction",
+        default_doc="all rows",
+    )
+    scoring: str = option(
+        "loss",
+        Choices(tuple(SCORINGS)),
+        doc='"loss": the task\'s loss, or the RMS output change without y; "mse", "mae" (regression) and '
+        '"accuracy", "cross_entropy" (classification) need y',
+    )
 
 
 @dataclass(frozen=True)
@@ -260,25 +286,22 @@ def _permuted_scores(
     "permutation",
     needs_eval_sample=True,
     description="loss increase (or RMS output change without y) when one feature is shuffled",
+    options=PermutationOptions,
 )
 def _permutation(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[PermutationOptions]
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
-    max_samples = context.options.get("max_samples")
-    if max_samples is not None and (
-        isinstance(max_samples, bool) or not isinstance(max_samples, int | float)
-    ):
-        raise ValueError(f"option max_samples must be an int count or a float fraction, got {max_samples!r}")
+    options = context.options
     return compute_permutation(
         model,
         X,
         y,
         feature_names=context.feature_names,
         target=context.target,
-        n_repeats=context.option("n_repeats", 5, int),
-        max_samples=max_samples,
-        scoring=context.option("scoring", "loss", str),
+        n_repeats=options.n_repeats,
+        max_samples=options.max_samples,
+        scoring=options.scoring,
         random_state=context.random_state,
     )

@@ -19,15 +19,33 @@ feature with std 0 is constant in the sample: there is no spread to scale, and i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from audit.forward import DEFAULT_CHUNK_BYTES, Job, Predictor, per_sample_by_job
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
+from audit.options import Interval, option
 from audit.types import FloatArray, Importance
 
 DEFAULT_SCALE = 0.1
+
+
+@dataclass(frozen=True)
+class PerturbationOptions:
+    """``[methods.perturbation]`` in audit.toml."""
+
+    scale: float = option(
+        DEFAULT_SCALE,
+        Interval(float, low=0.0, closed="neither"),
+        doc="noise standard deviation, in units of each feature's standard deviation over the sample",
+    )
+    n_repeats: int = option(
+        5,
+        Interval(int, low=1),
+        doc="noisy copies per feature; the figure is their mean, `std` its standard error",
+    )
 
 
 def compute_perturbation(
@@ -146,9 +164,13 @@ def _perturbed_changes(
     "perturbation",
     needs_eval_sample=True,
     description="RMS output change when one feature gets Gaussian noise of scale x its std",
+    options=PerturbationOptions,
 )
 def _perturbation(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model,
+    X: FloatArray | None,
+    y: FloatArray | None,
+    context: MethodContext[PerturbationOptions],
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
@@ -157,7 +179,7 @@ def _perturbation(
         X,
         y,
         feature_names=context.feature_names,
-        scale=context.option("scale", DEFAULT_SCALE, float),
-        n_repeats=context.option("n_repeats", 5, int),
+        scale=context.options.scale,
+        n_repeats=context.options.n_repeats,
         random_state=context.random_state,
     )

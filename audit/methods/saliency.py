@@ -22,6 +22,7 @@ import numpy as np
 from audit.forward import row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk, target_gradients
 from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
+from audit.options import NoOptions
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
 
@@ -125,9 +126,14 @@ def _result(
     )
 
 
-@register_method("saliency", needs_eval_sample=True, description="mean gradient of the output per feature")
+@register_method(
+    "saliency",
+    needs_eval_sample=True,
+    description="mean gradient of the output per feature",
+    options=NoOptions,
+)
 def _saliency(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[NoOptions]
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
@@ -135,10 +141,13 @@ def _saliency(
 
 
 @register_method(
-    "gradient_x_input", needs_eval_sample=True, description="mean |gradient x input| per feature"
+    "gradient_x_input",
+    needs_eval_sample=True,
+    description="mean |gradient x input| per feature",
+    options=NoOptions,
 )
 def _gradient_x_input(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[NoOptions]
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")

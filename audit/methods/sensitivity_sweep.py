@@ -18,6 +18,7 @@ kept fixed across the sweep.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -25,10 +26,28 @@ import numpy as np
 from audit.forward import DEFAULT_CHUNK_BYTES, Job, copies_by_chunk, rows_per_call
 from audit.gradients import explained_classes, target_gradients
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method, standard_error
+from audit.options import IncreasingPair, Interval, option
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance, Task
 
 DEFAULT_PERCENTILES = (0.05, 0.95)
+
+
+@dataclass(frozen=True)
+class SensitivitySweepOptions:
+    """``[methods.sensitivity_sweep]`` in audit.toml."""
+
+    n_rows: int = option(
+        200, Interval(int, low=1), doc="pivot rows drawn from the sample (all rows when it has no more)"
+    )
+    n_quantiles: int = option(
+        7, Interval(int, low=2), doc="values each feature sweeps: quantiles at evenly spaced levels"
+    )
+    percentiles: tuple[float, float] = option(
+        DEFAULT_PERCENTILES,
+        IncreasingPair(0.0, 1.0),
+        doc="lowest and highest quantile level swept",
+    )
 
 
 def compute_sensitivity_sweep(
@@ -145,23 +164,25 @@ def _check_options(n_rows: int, n_quantiles: int, percentiles: Sequence[float]) 
     "sensitivity_sweep",
     needs_eval_sample=True,
     description="mean spread of the explained output when one feature sweeps its 5-95% quantiles",
+    options=SensitivitySweepOptions,
 )
 def _sensitivity_sweep(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model,
+    X: FloatArray | None,
+    y: FloatArray | None,
+    context: MethodContext[SensitivitySweepOptions],
 ) -> Importance:
     if X is None:
         raise MethodNotApplicable("needs an eval sample")
-    percentiles = context.option("percentiles", list(DEFAULT_PERCENTILES), list)
-    if not all(isinstance(level, int | float) and not isinstance(level, bool) for level in percentiles):
-        raise ValueError(f"option percentiles must be two numbers [low, high], got {percentiles!r}")
+    options = context.options
     return compute_sensitivity_sweep(
         model,
         X,
         y,
         feature_names=context.feature_names,
         target=context.target,
-        n_rows=context.option("n_rows", 200, int),
-        n_quantiles=context.option("n_quantiles", 7, int),
-        percentiles=[float(level) for level in percentiles],
+        n_rows=options.n_rows,
+        n_quantiles=options.n_quantiles,
+        percentiles=options.percentiles,
         random_state=context.random_state,
     )

@@ -8,7 +8,8 @@ SimpleRNN/LSTM/GRU input kernel (f, gates*h) -> over gates*h; Bidirectional adds
 
 Layers that pass features through without mixing them (dropout, noise, masking, activations,
 per-feature normalisation) are walked through to reach the first weighted layer; their names are
-stored in the ``through`` parameter.
+stored in the ``through`` parameter (`audit.keras_graph` lists them, and says why Garson and Olden
+walk through fewer).
 """
 
 from __future__ import annotations
@@ -16,22 +17,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from audit.keras_graph import PASS_THROUGH_TO_FIRST_WEIGHTS, consumers
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
+from audit.options import NoOptions
 from audit.types import FloatArray, Importance
 
-_PASS_THROUGH = (
-    keras.layers.InputLayer,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.Masking,
-    keras.layers.Activation,
-    keras.layers.ActivityRegularization,
-    keras.layers.Normalization,
-    keras.layers.BatchNormalization,
-)
 _RECURRENT = (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)
 
 
@@ -77,30 +67,16 @@ def first_weighted_layer(model: keras.Model) -> tuple[keras.layers.Layer, list[s
     tensors: list[object] = [model.inputs[0]]
     through: list[str] = []
     while True:
-        consumers = _consumers(model, tensors)
-        if len(consumers) != 1:
+        found = consumers(model, tensors)
+        if len(found) != 1:
             raise MethodNotApplicable(
-                f"the input feeds {len(consumers)} layers; weight sums need one first layer"
+                f"the input feeds {len(found)} layers; weight sums need one first layer"
             )
-        layer, outputs = consumers[0]
-        if not isinstance(layer, _PASS_THROUGH):
+        layer, outputs = found[0]
+        if not isinstance(layer, PASS_THROUGH_TO_FIRST_WEIGHTS):
             return layer, through
         through.append(layer.name)
         tensors = outputs
-
-
-def _consumers(model: keras.Model, tensors: list[object]) -> list[tuple[keras.layers.Layer, list[object]]]:
-    """Distinct layers of `model` called on any of `tensors`, each with the tensors it produced.
-
-    A loaded Sequential model can hold two call nodes of one layer on the same input (its own
-    build and its functional graph), so layers are collected once with all their outputs.
-    """
-    found: dict[int, tuple[keras.layers.Layer, list[object]]] = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            if any(inbound is tensor for inbound in node.input_tensors for tensor in tensors):
-                found.setdefault(id(layer), (layer, []))[1].extend(node.output_tensors)
-    return list(found.values())
 
 
 def _kernels(layer: keras.layers.Layer) -> list[tuple[FloatArray, int]]:
@@ -132,8 +108,9 @@ def _feature_sums(kernel: FloatArray, feature_axis: int) -> FloatArray:
     "weight_sum",
     needs_eval_sample=False,
     description="sum of |W| of the first layer per input feature",
+    options=NoOptions,
 )
 def _weight_sum(
-    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext
+    model: keras.Model, X: FloatArray | None, y: FloatArray | None, context: MethodContext[NoOptions]
 ) -> Importance:
     return compute_weight_sum(model, feature_names=context.feature_names)
