@@ -247,7 +247,16 @@ def _audit_drop(
         inputs = drop_inputs(loaded, settings.trust_model_code, settings.custom_modules)
         frozen = frozen_model_task(db, name, loaded, inputs, listing)
         scores = _score_drop(loaded, inputs, frozen, settings)
-        store_task(db, run_id, loaded, scores.outcomes, scores.copies, scores.frozen, evaluation=evaluation)
+        store_task(
+            db,
+            run_id,
+            loaded,
+            scores.outcomes,
+            scores.copies,
+            scores.frozen,
+            evaluation=evaluation,
+            frozen_evaluation=None if frozen is None else frozen.evaluation,
+        )
     except Exception as error:  # recorded with the run and reported by the flow's final state
         message = one_line(error)
         record_failure_task(db, run_id, message)
