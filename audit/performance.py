@@ -120,7 +120,8 @@ def performance_band(
 def performance_reason(drift: PerformanceDrift) -> str:
     """E.g. "mse rose 42% since last week (noise band -20% to +25%); ...: the model got worse"."""
     moved = "rose" if drift.change > 0 else "fell"
-    text = f"{drift.loss_name} {moved} {abs(drift.relative):.0%} since last week (noise band {drift.band.describe()})"
+    band = drift.band.describe()
+    text = f"{drift.loss_name} {moved} {abs(drift.relative):.0%} since last week (noise band {band})"
     if drift.verdict is PerformanceVerdict.STABLE:
         return text + ": within noise"
     if drift.verdict is PerformanceVerdict.BETTER:
