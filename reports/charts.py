@@ -7,7 +7,8 @@ artists' reference cycles do not wait for the garbage collector).
 
 The functions take plain arrays and names (the choice of features is `reports.sections`'s job,
 the alt text `reports.section_charts`'s) and draw every figure exactly 700 px wide, the width of
-the report's column.
+the report's column. Texts fall back to Noto Sans CJK where DejaVu Sans has no glyph
+(`reports.fonts`), so feature names in any script are drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from audit.types import FloatArray, Importance
+from reports.fonts import with_chart_fonts
 
 #: The report column is 700 px wide; the figure is drawn at exactly that width.
 DPI = 100
@@ -60,6 +62,7 @@ HEATMAP_ROW_IN = 0.2
 HEATMAP_FIXED_IN = 1.3
 
 
+@with_chart_fonts
 def importance_bars(
     current: Importance,
     previous: Importance | None = None,
@@ -95,6 +98,7 @@ def importance_bars(
     return _png(figure)
 
 
+@with_chart_fonts
 def rank_slopes(
     names: Sequence[str],
     previous_ranks: Sequence[int | None],
@@ -183,6 +187,7 @@ def _check_profiles(
         )
 
 
+@with_chart_fonts
 def profile_heatmaps(
     labels: Sequence[str],
     current: FloatArray,
@@ -252,6 +257,7 @@ def profile_heatmaps(
     return _png(figure)
 
 
+@with_chart_fonts
 def lag_profiles(
     labels: Sequence[str],
     current: FloatArray,
@@ -284,6 +290,7 @@ def lag_profiles(
     return _png(figure)
 
 
+@with_chart_fonts
 def history_sparklines(
     labels: Sequence[str],
     weeks: Sequence[dt.date],
