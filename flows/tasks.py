@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import urllib.parse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -375,10 +377,46 @@ def _fixed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+@dataclass(frozen=True)
+class ReportPublishing:
+    """Where reports are published (``--report-url``) and whether the e-mail attaches the report."""
+
+    #: http(s) URL under which `<out>` is served; None: reports are not published.
+    report_url: str | None = None
+    #: Attach report.html to the e-mail (always without `report_url`, or with ``--attach-report``).
+    attach: bool = True
+
+    def link(self, week: dt.date) -> str | None:
+        """The published report of `week`: ``<report_url>/<week>/report.html``."""
+        if self.report_url is None:
+            return None
+        return f"{self.report_url.rstrip('/')}/{week.isoformat()}/report.html"
+
+
+def check_report_url(report_url: str | None) -> None:
+    """An `AuditError` naming the fix when `report_url` is not an http(s) URL with a host."""
+    if report_url is None:
+        return
+    parts = urllib.parse.urlsplit(report_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in report_url):
+        raise AuditError(
+            f"report URL {report_url!r} is not an http(s) URL; pass where the reports are published, "
+            "e.g. --report-url https://reports.example.com/drift"
+        )
+
+
 @task(name="render", cache_policy=NO_CACHE, **IO_RETRIES)
-def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> tuple[Path, RenderedReport]:
-    """Draw the charts once, write the standalone report, and hand both documents on (the e-mail)."""
-    rendered = render_outputs(report_input)
+def render_task(
+    db_url: str, report_input: ReportInput, out_dir: Path, publishing: ReportPublishing | None = None
+) -> tuple[Path, RenderedReport]:
+    """Draw the charts once, write the standalone report, and hand both documents on (the e-mail,
+    which links the published report first and attaches the file as `publishing` says)."""
+    publishing = publishing or ReportPublishing()
+    rendered = render_outputs(
+        report_input,
+        report_link=publishing.link(report_input.current.week),
+        report_attached=publishing.attach,
+    )
     path = write_report(rendered.html, out_dir, report_input.current.week)
     with Session(engine_for(db_url)) as session, session.begin():
         delivery_log.set_report_path(session, report_input.current.run_id, path)

@@ -49,6 +49,8 @@ from flows.method_tasks import (
 )
 from flows.runners import default_task_runner
 from flows.tasks import (
+    ReportPublishing,
+    check_report_url,
     compare_task,
     discover_task,
     evaluate_task,
@@ -132,6 +134,8 @@ def weekly_audit(
     smtp_security: str | None = None,
     smtp_block: str | None = None,
     send_email: bool = True,
+    report_url: str | None = None,
+    attach_report: bool = False,
 ) -> AuditResult | State:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
@@ -154,11 +158,17 @@ def weekly_audit(
         A login is only sent to the server it belongs to: with a password from the environment or a
         block, an `smtp_host` (or port, security) other than that server's is refused.
     send_email : False never e-mails; True e-mails when recipients are configured.
+    report_url : where `out_dir` is published (http or https): the e-mail, a summary, links
+        ``<report_url>/<week>/report.html`` first. Without it the e-mail attaches report.html.
+    attach_report : attach report.html to the e-mail also when `report_url` is given (some mail
+        gateways strip HTML attachments, others links).
     """
     registry_path = Path(registry)
     db = db_url or default_db_url(out_dir)
     name = model_name or registry_path.resolve().name
     chosen = chosen_methods(methods)  # a bad method name fails the run before any drop is loaded
+    check_report_url(report_url)  # likewise a report URL that is not http(s)
+    publishing = ReportPublishing(report_url, attach=attach_report or report_url is None)
     upgrade_database_task(db)
     listing = discover_task(registry_path)
     pending = plan_task(db, name, listing, week, from_week, to_week, redo)
@@ -182,7 +192,7 @@ def weekly_audit(
         _compare(db, name, drop.week, drift_config, compared, failures)
     _compare_again(db, name, listing, audited, compared, failures)
     report_input, rendered, report_path = _render_newest(
-        db, name, listing, Path(out_dir), week, audited, compared, failures
+        db, name, listing, Path(out_dir), week, audited, compared, failures, publishing
     )
     if report_input is not None:
         _publish_artifacts(name, report_input, report_path)
@@ -362,6 +372,7 @@ def _render_newest(
     audited: list[dt.date],
     compared: dict[dt.date, ReportInput | None],
     failures: list[str],
+    publishing: ReportPublishing | None = None,
 ) -> tuple[ReportInput | None, RenderedReport | None, Path | None]:
     """Render the report of a re-audited `week`, or of the newest audited drop, reusing its
     comparison when this run made it.
@@ -384,7 +395,7 @@ def _render_newest(
     if report_input is None:
         get_run_logger().warning("%s: not compared: no report written", report_week)
         return None, None, None
-    path, rendered = render_task(db, report_input, out_dir)
+    path, rendered = render_task(db, report_input, out_dir, publishing or ReportPublishing())
     return report_input, rendered, path
 
 

@@ -85,8 +85,8 @@ def test_summaries_and_drifts_round_trip_and_fill_the_views(db_url: str) -> None
     with engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT model, week, previous_week, feature, psi, ks_statistic, ks_pvalue, wasserstein, verdict "
-                "FROM input_drift ORDER BY feature"
+                "SELECT model, week, previous_week, feature, psi, ks_statistic, ks_pvalue, "
+                "wasserstein, verdict FROM input_drift ORDER BY feature"
             )
         ).all()
         perf = connection.execute(
