@@ -38,7 +38,7 @@ HASH_CHARS = 12
 #: Rows of a long table in the email (the standalone file folds the rest into <details>).
 EMAIL_TABLE_ROWS = 10
 #: Rows of the overview in the e-mail: with 3 feature cards, about 3 phone screens in all.
-EMAIL_OVERVIEW_ROWS = 8
+EMAIL_OVERVIEW_ROWS = 7
 
 
 def render_report(report_input: ReportInput, *, top_n: int = 30) -> str:
