@@ -281,7 +281,8 @@ def test_mime_tree_cids_size_and_verdict_as_received() -> None:
     # the body is a summary: the cards of the most-changed features; every chart is in the attachment
     assert 1 <= len(images) == len(rendered.images) == len(rendered.context.cards) <= 3
     attached = _attachment(message)
-    assert attached.replace("\r\n", "\n") == rendered.html and attached.count("<img") == len(rendered.context.charts)
+    assert attached.replace("\r\n", "\n") == rendered.html
+    assert attached.count("<img") == len(rendered.context.charts)
     assert "cid:" not in attached and attached.count("data:image/png;base64,") == len(rendered.context.charts)
     referenced = re.findall(r'src="cid:([^"]+)"', html)
     content_ids = [image["Content-ID"].strip("<>") for image in images]
