@@ -596,6 +596,18 @@ def _evidence(drift: FeatureDrift) -> float:
 
 def _feature_reason(name: str, flagged: Sequence[FeatureDrift], n_methods: int, cause: Cause | None) -> str:
     """E.g. "DEWP: permutation importance fell 71% (noise band +-18%), 3 of 4 methods agree"."""
+    text = change_text(name, flagged, n_methods)
+    if cause is Cause.MODEL:
+        text += "; the previous model shows no such change on this week's data: the model changed"
+    elif cause is Cause.DATA:
+        text += "; the previous model shows it too on this week's data: the data changed"
+    elif cause is Cause.BOTH:
+        text += "; both the model and the data moved it"
+    return text
+
+
+def change_text(name: str, flagged: Sequence[FeatureDrift], n_methods: int) -> str:
+    """What moved and how many methods agree, without its cause: `flagged` strongest first."""
     strongest = flagged[0]
     if strongest.value_changed and strongest.change is not None and strongest.band is not None:
         moved = "rose" if strongest.change > 0 else "fell"
@@ -613,14 +625,7 @@ def _feature_reason(name: str, flagged: Sequence[FeatureDrift], n_methods: int, 
         if len(flagged) > 1
         else f"only 1 of {n_methods} methods"
     )
-    text = f"{name}: {what}, {agree}"
-    if cause is Cause.MODEL:
-        text += "; the previous model shows no such change on this week's data: the model changed"
-    elif cause is Cause.DATA:
-        text += "; the previous model shows it too on this week's data: the data changed"
-    elif cause is Cause.BOTH:
-        text += "; both the model and the data moved it"
-    return text
+    return f"{name}: {what}, {agree}"
 
 
 def _drop_verdict(

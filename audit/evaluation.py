@@ -14,7 +14,8 @@ degraded from one that merely leans on other features.
 The per-sample loss and accuracy are the ones permutation importance scores with
 (`audit.forward.per_sample_loss`, `per_sample_accuracy`): the evaluation is the unshuffled
 baseline of that method. Predictions come in chunks through `audit.forward.Predictor`, so memory
-does not grow with the sample beyond one output row per sample.
+does not grow with the sample beyond one output row per sample. The loss's standard error (sd of
+the per-sample losses / sqrt(n)) is kept beside it: the sampling noise of a week-to-week change.
 """
 
 from __future__ import annotations
@@ -68,21 +69,33 @@ def evaluate_model(
     _check_targets(model, str(sample.source), y, target)
     outputs = Predictor(model, batch_size=batch_size, chunk_bytes=chunk_bytes).predict(sample.X)
     if target.task is Task.REGRESSION:
+        losses = per_sample_loss(outputs, y, Task.REGRESSION)
         return ModelEvaluation(
             loss_name="mse",
-            loss=float(per_sample_loss(outputs, y, Task.REGRESSION).mean()),
+            loss=float(losses.mean()),
             metric_name="r2",
             metric=r2_score(outputs, y),
             n_samples=sample.n_samples,
+            loss_se=standard_error(losses),
         )
     sigmoid = target.activation == "sigmoid"
+    losses = per_sample_loss(outputs, y, Task.CLASSIFICATION, sigmoid=sigmoid)
     return ModelEvaluation(
         loss_name="cross_entropy",
-        loss=float(per_sample_loss(outputs, y, Task.CLASSIFICATION, sigmoid=sigmoid).mean()),
+        loss=float(losses.mean()),
         metric_name="accuracy",
         metric=float(per_sample_accuracy(outputs, y, sigmoid=sigmoid).mean()),
         n_samples=sample.n_samples,
+        loss_se=standard_error(losses),
     )
+
+
+def standard_error(losses: FloatArray) -> float | None:
+    """Standard error of the mean of per-sample `losses` (None with fewer than 2): the sampling
+    noise of the loss, which the performance band of audit/performance.py adds to retraining noise."""
+    if losses.size < 2:
+        return None
+    return float(np.std(losses, ddof=1) / np.sqrt(losses.size))
 
 
 def r2_score(outputs: FloatArray, y: FloatArray) -> float:

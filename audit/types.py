@@ -342,11 +342,15 @@ class DriftConfig:
     #: Score the previous drop's model on this week's eval sample too (the frozen-set comparison:
     #: "the model changed" or "the data changed"); costs one more run of the data methods.
     frozen_set: bool = True
+    #: Noise scale (log ratio) of the eval loss with too little history: about +-5% per sd, so a
+    #: loss must rise by about 28% (threshold 5) plus its sampling noise to be called worse.
+    default_performance_scale: float = 0.05
 
     def __post_init__(self) -> None:
         for name in (
             "threshold",
             "default_scale",
+            "default_performance_scale",
             "min_scale",
             "epsilon_fraction",
             "min_share",
@@ -377,6 +381,8 @@ class ModelEvaluation:
     metric_name: str
     metric: float
     n_samples: int
+    #: Standard error of `loss` (sd of the per-sample losses / sqrt(n)): its sampling noise.
+    loss_se: float | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,10 @@ class AuditSummary:
     frozen: ModelImportances | None = None
     #: Loss and metric of the model on its eval sample (None: no sample, or audited before 0006).
     evaluation: ModelEvaluation | None = None
+    #: The previous drop's model on this drop's eval sample (the frozen set; None: not scored).
+    frozen_evaluation: ModelEvaluation | None = None
+    #: Each feature's eval values, summarised for input drift (empty: no sample, or before 0010).
+    input_summaries: tuple[FeatureSummary, ...] = ()
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:
@@ -640,6 +650,10 @@ class ReportInput:
     history: tuple[ImportanceHistory, ...] = ()
     #: Weeks without a drop between `previous.week` and `current.week` (a retrain was skipped).
     missing_weeks: tuple[dt.date, ...] = ()
+    #: Input-data drift per feature against the previous drop's eval sample (None: not measured).
+    input_drift: InputDriftAssessment | None = None
+    #: The eval loss against the previous drop's, with its band and verdict (None: not measured).
+    performance: PerformanceDrift | None = None
 
 
 @dataclass(frozen=True)
@@ -669,3 +683,148 @@ def ranks_of(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     ranks = np.empty(array.shape[0], dtype=np.int64)
     ranks[order] = np.arange(1, array.shape[0] + 1)
     return ranks
+
+
+# --------------------------------------------------------------------------- inputs and performance
+
+
+#: Values kept per feature and week for the input-drift statistics (audit/input_drift.py): every
+#: value of a sample up to this size (the statistics are then exact), else this many quantiles.
+SUMMARY_CAP = 1000
+
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    """One feature's values in one week's eval sample, kept so that later weeks can be compared
+    with it after the eval file is gone (audit/input_drift.py).
+
+    `values` is sorted: the `n` values themselves when `exact` (n <= `SUMMARY_CAP`), else
+    `SUMMARY_CAP` quantiles at probabilities (i + 0.5) / SUMMARY_CAP (inverted CDF), whose
+    empirical CDF is within 0.5 / SUMMARY_CAP of the sample's everywhere. For sequence inputs
+    (n, t, f) the values are each window's last step: one value per time point.
+    """
+
+    feature: str
+    n: int
+    mean: float
+    std: float
+    values: FloatArray
+    exact: bool
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 1 or self.values.size == 0:
+            raise ValueError(
+                f"{self.feature}: a summary needs a 1-D array of values, got {self.values.shape}"
+            )
+        if self.exact and self.values.size != self.n:
+            raise ValueError(
+                f"{self.feature}: an exact summary holds all {self.n} values, got {self.values.size}"
+            )
+
+
+class InputVerdict(StrEnum):
+    """Did a feature's input distribution shift since the previous drop's eval sample?"""
+
+    STABLE = "stable"
+    #: PSI beyond its band: more than sampling noise, the usual week-to-week variation and 0.25.
+    SHIFTED = "shifted"
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """One feature's input distribution this week against the previous drop's (audit/input_drift.py)."""
+
+    feature: str
+    #: Population stability index over the previous week's deciles.
+    psi: float
+    #: Two-sample Kolmogorov-Smirnov statistic and p-value (descriptive for sequences: time points
+    #: are autocorrelated).
+    ks_statistic: float
+    ks_pvalue: float
+    #: Wasserstein-1 distance in units of the previous week's standard deviation (None: it was 0).
+    wasserstein: float | None
+    #: The PSI above which the shift is called (the band): see `audit.input_drift.psi_limit`.
+    psi_limit: float
+    #: "history" (the feature's past week-to-week PSIs widened it), "sampling" or "default" (0.25).
+    limit_source: str
+    #: Past week-to-week PSIs of this feature the band saw.
+    n_history: int
+    verdict: InputVerdict
+    #: Both weeks' summaries hold every value: KS and PSI equal those of the raw samples.
+    exact: bool
+    n: int
+    previous_n: int
+
+    @property
+    def units(self) -> float:
+        """PSI in units of its band: above 1 is a shift."""
+        return self.psi / self.psi_limit if self.psi_limit > 0 else math.inf
+
+    @property
+    def shifted(self) -> bool:
+        return self.verdict is InputVerdict.SHIFTED
+
+
+@dataclass(frozen=True)
+class InputDriftAssessment:
+    """Every shared feature's input drift between two drops' eval samples."""
+
+    drifts: tuple[InputDrift, ...]
+    #: Earlier week-to-week comparisons the bands could learn from.
+    n_history: int
+    #: Sequence inputs: one value per time point (each window's last step); p-values are descriptive.
+    sequences: bool = False
+
+    def drift(self, feature: str) -> InputDrift | None:
+        for drift in self.drifts:
+            if drift.feature == feature:
+                return drift
+        return None
+
+    @property
+    def shifted(self) -> tuple[InputDrift, ...]:
+        """Shifted features, largest shift (in band units) first."""
+        return tuple(sorted((d for d in self.drifts if d.shifted), key=lambda d: -d.units))
+
+
+class PerformanceVerdict(StrEnum):
+    STABLE = "stable"
+    #: The loss rose beyond its noise band (this model on this week's data vs last week's).
+    WORSE = "worse"
+    BETTER = "better"
+
+
+@dataclass(frozen=True)
+class PerformanceDrift:
+    """The eval loss this week against last week's, split with the frozen set (audit/performance.py).
+
+    Changes are log ratios of losses: `change` = log(loss / previous_loss) is what a reader sees;
+    `model_change` = log(loss / frozen_loss) compares the two models on this week's sample (the
+    model got worse); `data_change` = log(frozen_loss / previous_loss) is the previous model on the
+    two weeks' samples (this week's data is harder).
+    """
+
+    loss_name: str
+    loss: float
+    previous_loss: float
+    frozen_loss: float | None
+    metric_name: str
+    metric: float
+    previous_metric: float
+    frozen_metric: float | None
+    change: float
+    model_change: float | None
+    data_change: float | None
+    band: NoiseBand
+    verdict: PerformanceVerdict
+    cause: Cause | None
+    reason: str
+
+    @property
+    def relative(self) -> float:
+        """`change` as a relative change of the loss: 0.42 = rose 42%."""
+        return math.expm1(self.change)
+
+    @property
+    def worse(self) -> bool:
+        return self.verdict is PerformanceVerdict.WORSE

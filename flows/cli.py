@@ -236,6 +236,16 @@ def _email_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="Prefect EmailServerCredentials block with server and login (env DRIFT_AUDIT_SMTP_BLOCK)",
     )
+    email.add_argument(
+        "--report-url",
+        metavar="BASE",
+        help="where <out> is published (http/https): the e-mail links <BASE>/<week>/report.html first",
+    )
+    email.add_argument(
+        "--attach-report",
+        action="store_true",
+        help="attach report.html to the e-mail also when --report-url links it (default: only without)",
+    )
 
 
 def _email_parameters(args: argparse.Namespace) -> EmailParameters:
@@ -245,7 +255,12 @@ def _email_parameters(args: argparse.Namespace) -> EmailParameters:
     """
     to = None if args.email_to is None else tuple(args.email_to)
     return EmailParameters(
-        email_to=to, email_from=args.email_from, smtp_block=args.smtp_block, send_email=args.email
+        email_to=to,
+        email_from=args.email_from,
+        smtp_block=args.smtp_block,
+        send_email=args.email,
+        report_url=args.report_url,
+        attach_report=args.attach_report,
     )
 
 

@@ -45,7 +45,7 @@ import audit
 from audit.loading import LoadedDrop, load_drop, load_model
 from audit.model_formats import model_content_hash
 from audit.runner import method_context, run_method, select_methods
-from audit.types import AuditError, Drop, MethodOutcome, MethodStatus
+from audit.types import AuditError, Drop, MethodOutcome, MethodStatus, ModelEvaluation
 
 #: How long a cached figure is reused. Older entries are recomputed (and overwritten) when asked for;
 #: the cache folder can be deleted at any time, which only costs recomputation.
@@ -76,6 +76,8 @@ class FrozenModel:
     week: dt.date
     path: Path
     content_hash: str
+    #: Its loss and metric on this drop's sample (None: no targets, or it failed; see flows.tasks).
+    evaluation: ModelEvaluation | None = None
 
 
 @dataclass(frozen=True)

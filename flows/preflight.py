@@ -22,7 +22,7 @@ from pathlib import Path
 from audit.registry import discover_drops
 from audit.types import AuditError
 from flows.database import DB_URL_ENV, check_block_name, check_url
-from flows.settings import RUNNER_KINDS, AuditRequest, EmailParameters, RunnerChoice
+from flows.settings import RUNNER_KINDS, AuditRequest, EmailParameters, RunnerChoice, check_report_url
 
 #: Environment variables of the e-mail addresses (`flows.delivery` reads them in the flow).
 _ADDRESS_ENVIRONMENT = {"--email-to": "DRIFT_AUDIT_EMAIL_TO", "--email-from": "DRIFT_AUDIT_EMAIL_FROM"}
@@ -47,6 +47,7 @@ def check_request(
     check_out_dir(request.out_dir)
     check_custom_modules(request.options.custom_modules)
     check_email(request.email, env)
+    check_report_url(request.email.report_url)
     check_runner(runner, env)
     if request.db_secret is not None:
         check_block_name(request.db_secret, "--db-secret")

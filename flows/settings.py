@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,43 @@ class EmailParameters:
     email_from: str | None = None
     smtp_block: str | None = None
     send_email: bool = True
+    #: http(s) URL under which ``<out>`` is published: the e-mail links the report first (`ReportPublishing`).
+    report_url: str | None = None
+    #: Attach report.html to the e-mail also when `report_url` links it (always attached without one).
+    attach_report: bool = False
+
+    @property
+    def publishing(self) -> ReportPublishing:
+        """Where the report is published and whether the e-mail attaches it."""
+        return ReportPublishing(self.report_url, attach=self.attach_report or self.report_url is None)
+
+
+@dataclass(frozen=True)
+class ReportPublishing:
+    """Where reports are published (``--report-url``) and whether the e-mail attaches the report."""
+
+    #: http(s) URL under which `<out>` is served; None: reports are not published.
+    report_url: str | None = None
+    #: Attach report.html to the e-mail (always without `report_url`, or with ``--attach-report``).
+    attach: bool = True
+
+    def link(self, week: dt.date) -> str | None:
+        """The published report of `week`: ``<report_url>/<week>/report.html``."""
+        if self.report_url is None:
+            return None
+        return f"{self.report_url.rstrip('/')}/{week.isoformat()}/report.html"
+
+
+def check_report_url(report_url: str | None) -> None:
+    """An `AuditError` naming the fix when `report_url` is not an http(s) URL with a host."""
+    if report_url is None:
+        return
+    parts = urllib.parse.urlsplit(report_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in report_url):
+        raise AuditError(
+            f"report URL {report_url!r} is not an http(s) URL; pass where the reports are published, "
+            "e.g. --report-url https://reports.example.com/drift"
+        )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
+import keras
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
@@ -33,8 +34,10 @@ from audit.compare import compare_audits
 from audit.drift import assess_drift
 from audit.eval_sample import describe_rows
 from audit.evaluation import evaluate_model
+from audit.input_drift import assess_input_drift, summarize_inputs
 from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
 from audit.model_formats import model_content_hash
+from audit.performance import assess_performance
 from audit.registry import RegistryListing, discover_drops
 from audit.schedule import missing_weeks, stale_comparisons
 from audit.types import (
@@ -47,8 +50,9 @@ from audit.types import (
     ModelImportances,
     ReportInput,
 )
+from audit.verdict import explain
 from flows.method_tasks import DropInputs, FrozenModel, remember_model
-from flows.settings import DropScope
+from flows.settings import DropScope, ReportPublishing
 from reports.render import render_outputs, write_report
 from reports.rendered import RenderedReport
 from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
@@ -246,10 +250,23 @@ def frozen_model_task(
     except AuditError as error:
         logger.warning("%s: no frozen-set comparison: %s", week, error)
         return None
-    frozen = FrozenModel(previous_week, previous.model_path, content_hash)
+    frozen = FrozenModel(previous_week, previous.model_path, content_hash, _evaluate_frozen(model, loaded))
     remember_model(model, frozen, inputs)
     logger.info("%s: the previous model (%s) is scored on this week's sample too", week, previous_week)
     return frozen
+
+
+def _evaluate_frozen(model: keras.Model, loaded: LoadedDrop) -> ModelEvaluation | None:
+    """The previous model's loss and metric on this week's sample; a failure is logged, not raised."""
+    try:
+        return evaluate_model(model, loaded.sample, loaded.target)
+    except Exception as error:
+        get_run_logger().warning(
+            "%s: the previous model not evaluated on this week's sample: %s",
+            loaded.drop.week,
+            " ".join(str(error).split()),
+        )
+        return None
 
 
 @task(name="store", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -261,8 +278,11 @@ def store_task(
     copies: tuple[ModelImportances, ...] = (),
     frozen: ModelImportances | None = None,
     evaluation: ModelEvaluation | None = None,
+    frozen_evaluation: ModelEvaluation | None = None,
 ) -> None:
+    """Store the drop's figures, its evaluations and its eval sample's per-feature summaries."""
     sample = loaded.sample
+    summaries = () if sample is None else summarize_inputs(sample)
     with Session(engine_for(db_url)) as session, session.begin():
         writes.record_success(
             session,
@@ -279,6 +299,8 @@ def store_task(
             n_eval_rows_dropped=None if sample is None else sample.n_dropped_rows,
             eval_sampling_seed=None if sample is None else sample.sampling_seed,
             evaluation=evaluation,
+            frozen_evaluation=frozen_evaluation,
+            input_summaries=summaries,
         )
 
 
@@ -297,11 +319,17 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
             raise AuditError(f"no stored audit for {model_name} {week.isoformat()}; run the audit first")
         previous = reads.previous_audit(session, model_name, week)
         comparisons = () if previous is None else compare_audits(current, previous)
-        assessment = None
+        assessment = input_drift = performance = None
         if previous is not None:
             history = reads.recent_audits(session, model_name, previous.week, drift_config.history_weeks)
-            assessment = assess_drift(current, previous, history, drift_config)
-            writes.save_assessment(session, current.run_id, previous.run_id, comparisons, assessment)
+            input_drift = assess_input_drift(current, previous, history, drift_config)
+            performance = assess_performance(current, previous, history, drift_config)
+            assessment = explain(
+                assess_drift(current, previous, history, drift_config), input_drift, performance
+            )
+            writes.save_assessment(
+                session, current.run_id, previous.run_id, comparisons, assessment, input_drift, performance
+            )
         # exactly what the report's history charts draw (weeks, top features): nothing fetched in vain
         importance_history = report_history(
             session, model_name, week, weeks=HISTORY_WEEKS, top_k=HISTORY_FEATURES
@@ -334,6 +362,8 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
         assessment=assessment,
         missing_weeks=gaps,
         history=importance_history,
+        input_drift=input_drift,
+        performance=performance,
     )
 
 
@@ -342,9 +372,17 @@ def _fixed(value: float | None) -> str:
 
 
 @task(name="render", cache_policy=NO_CACHE, **IO_RETRIES)
-def render_task(db_url: str, report_input: ReportInput, out_dir: Path) -> tuple[Path, RenderedReport]:
-    """Draw the charts once, write the standalone report, and hand both documents on (the e-mail)."""
-    rendered = render_outputs(report_input)
+def render_task(
+    db_url: str, report_input: ReportInput, out_dir: Path, publishing: ReportPublishing | None = None
+) -> tuple[Path, RenderedReport]:
+    """Draw the charts once, write the standalone report, and hand both documents on (the e-mail,
+    which links the published report first and attaches the file as `publishing` says)."""
+    publishing = publishing or ReportPublishing()
+    rendered = render_outputs(
+        report_input,
+        report_link=publishing.link(report_input.current.week),
+        report_attached=publishing.attach,
+    )
     path = write_report(rendered.html, out_dir, report_input.current.week)
     with Session(engine_for(db_url)) as session, session.begin():
         delivery_log.set_report_path(session, report_input.current.run_id, path)

@@ -55,7 +55,14 @@ from flows.method_tasks import (
 )
 from flows.preflight import chosen_methods
 from flows.runners import default_task_runner
-from flows.settings import DEFAULT_OUT_DIR, DropScope, MethodOptions
+from flows.settings import (
+    DEFAULT_OUT_DIR,
+    DropScope,
+    EmailParameters,
+    MethodOptions,
+    ReportPublishing,
+    check_report_url,
+)
 from flows.tasks import (
     compare_task,
     discover_task,
@@ -217,6 +224,8 @@ def weekly_audit(
     smtp_block: str | None = None,
     send_email: bool = True,
     db_secret: str | None = None,
+    report_url: str | None = None,
+    attach_report: bool = False,
 ) -> AuditResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
@@ -242,7 +251,12 @@ def weekly_audit(
         block, an `smtp_host` (or port, security) other than that server's is refused.
     send_email : False never e-mails; True e-mails when recipients are configured.
     db_secret : name of a Prefect Secret block holding the database URL (with its password).
+    report_url : where `out_dir` is published (http or https): the e-mail, a summary, links
+        ``<report_url>/<week>/report.html`` first. Without it the e-mail attaches report.html.
+    attach_report : attach report.html to the e-mail also when `report_url` is given (some mail
+        gateways strip HTML attachments, others links).
     """
+    check_report_url(report_url)  # a report URL that is not http(s) fails before anything is audited
     registry_path = Path(registry)
     target = AuditTarget(
         registry=registry_path,
@@ -256,11 +270,16 @@ def weekly_audit(
     email = EmailOptions(
         _tuple(email_to), email_from, smtp_host, smtp_port, smtp_security, smtp_block, send_email
     )
-    return _audit_registry(target, scope, settings, email)
+    publishing = EmailParameters(report_url=report_url, attach_report=attach_report).publishing
+    return _audit_registry(target, scope, settings, email, publishing)
 
 
 def _audit_registry(
-    target: AuditTarget, scope: DropScope, settings: DropSettings, email: EmailOptions
+    target: AuditTarget,
+    scope: DropScope,
+    settings: DropSettings,
+    email: EmailOptions,
+    publishing: ReportPublishing,
 ) -> AuditResult | State[object]:
     """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
     weeks that follow them, render the newest report, publish and e-mail it."""
@@ -272,7 +291,7 @@ def _audit_registry(
     audited = tuple(outcome.audit.week for outcome in drops if outcome.audit.error is None)
     again = _compare_again(target, listing, audited)
     compared = [*(outcome.comparison for outcome in drops if outcome.comparison is not None), *again]
-    report = _render_newest(target, listing, scope.week, audited, {c.week: c for c in compared})
+    report = _render_newest(target, listing, scope.week, audited, {c.week: c for c in compared}, publishing)
     if report.report_input is not None:
         _publish_artifacts(target.model_name, report.report_input, report.path)
     email_error = _email_report(target.db_url, report.rendered, report.path, email)
@@ -357,7 +376,16 @@ def _audit_drop(
         inputs = drop_inputs(loaded, settings.trust_model_code, settings.custom_modules)
         frozen = frozen_model_task(db, target.model_name, loaded, inputs, listing)
         scores = _score_drop(loaded, inputs, frozen, settings)
-        store_task(db, run_id, loaded, scores.outcomes, scores.copies, scores.frozen, evaluation=evaluation)
+        store_task(
+            db,
+            run_id,
+            loaded,
+            scores.outcomes,
+            scores.copies,
+            scores.frozen,
+            evaluation=evaluation,
+            frozen_evaluation=None if frozen is None else frozen.evaluation,
+        )
     except Exception as error:  # recorded with the run and reported by the flow's final state
         message = one_line(error)
         record_failure_task(db, run_id, message)
@@ -436,6 +464,7 @@ def _render_newest(
     week: dt.date | None,
     audited: Sequence[dt.date],
     compared: Mapping[dt.date, WeekComparison],
+    publishing: ReportPublishing,
 ) -> NewestReport:
     """Render the report of a re-audited `week`, or of the newest audited drop, reusing its
     comparison when this run made it (`compared`), else comparing it here.
@@ -456,7 +485,7 @@ def _render_newest(
     if comparison.report_input is None:
         get_run_logger().warning("%s: not compared: no report written", report_week)
         return NewestReport(comparison=made_here)
-    path, rendered = render_task(target.db_url, comparison.report_input, target.out_dir)
+    path, rendered = render_task(target.db_url, comparison.report_input, target.out_dir, publishing)
     return NewestReport(comparison.report_input, rendered, path, comparison=made_here)
 
 

@@ -7,7 +7,8 @@ artists' reference cycles do not wait for the garbage collector).
 
 The functions take plain arrays and names (the choice of features is `reports.sections`'s job,
 the alt text `reports.section_charts`'s) and draw every figure exactly 700 px wide, the width of
-the report's column.
+the report's column. Texts fall back to Noto Sans CJK where DejaVu Sans has no glyph
+(`reports.fonts`), so feature names in any script are drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from audit.types import FloatArray, Importance
+from reports.fonts import with_chart_fonts
 
 #: The report column is 700 px wide; the figure is drawn at exactly that width.
 DPI = 100
@@ -60,6 +62,7 @@ HEATMAP_ROW_IN = 0.2
 HEATMAP_FIXED_IN = 1.3
 
 
+@with_chart_fonts
 def importance_bars(
     current: Importance,
     previous: Importance | None = None,
@@ -95,6 +98,7 @@ def importance_bars(
     return _png(figure)
 
 
+@with_chart_fonts
 def rank_slopes(
     names: Sequence[str],
     previous_ranks: Sequence[int | None],
@@ -183,6 +187,7 @@ def _check_profiles(
         )
 
 
+@with_chart_fonts
 def profile_heatmaps(
     labels: Sequence[str],
     current: FloatArray,
@@ -252,6 +257,7 @@ def profile_heatmaps(
     return _png(figure)
 
 
+@with_chart_fonts
 def lag_profiles(
     labels: Sequence[str],
     current: FloatArray,
@@ -284,6 +290,7 @@ def lag_profiles(
     return _png(figure)
 
 
+@with_chart_fonts
 def history_sparklines(
     labels: Sequence[str],
     weeks: Sequence[dt.date],
@@ -588,3 +595,80 @@ def _png(figure: Figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     figure.clear()  # break the artists' reference cycles now rather than at the next gc pass
     return buffer.getvalue()
+
+
+#: Feature card: height, and the change (in noise bands) at which bars are cut and labelled.
+CARD_HEIGHT_IN = 2.0
+CARD_CLIP_UNITS = 4.0
+BAND_FILL_COLOUR = "#e9ecf1"
+
+
+@with_chart_fonts
+def feature_card(
+    title: str,
+    labels: Sequence[str],
+    units: Sequence[float | None],
+    *,
+    current_values: FloatArray | None,
+    previous_values: FloatArray | None,
+    input_note: str,
+) -> bytes:
+    """One feature at a glance: each method's change in units of its noise band (left; the band is
+    the shaded -1..1), and the feature's input distribution this week against last week (right,
+    empirical CDFs of the stored summaries; `input_note` says what the right panel shows)."""
+    if len(labels) != len(units):
+        raise ValueError(f"feature_card: {len(labels)} labels for {len(units)} changes")
+    figure = Figure(figsize=(FIGURE_WIDTH_IN, CARD_HEIGHT_IN), dpi=DPI, facecolor="white")
+    figure.text(0.01, 0.96, chart_label(title), va="top", fontsize=LABEL_FONT_SIZE, fontweight="bold")
+    bars = figure.add_axes((0.14, 0.24, 0.36, 0.56))
+    rows = np.arange(len(labels), dtype=np.float64)
+    shown = np.array(
+        [np.nan if u is None else float(np.clip(u, -CARD_CLIP_UNITS, CARD_CLIP_UNITS)) for u in units]
+    )
+    beyond = np.array([u is not None and abs(u) > 1 for u in units])
+    bars.axvspan(-1.0, 1.0, color=BAND_FILL_COLOUR, zorder=0)
+    bars.barh(rows, np.nan_to_num(shown), height=0.6, color=np.where(beyond, HIGHLIGHT_COLOUR, QUIET_COLOUR))
+    for row, value, unit in zip(rows, shown, units, strict=True):
+        if unit is not None and abs(unit) > CARD_CLIP_UNITS:  # cut: the true figure inside the bar's end
+            bars.text(
+                value,
+                row,
+                f" {unit:+.0f} ",
+                va="center",
+                ha="right" if value > 0 else "left",
+                color="white",
+                fontsize=SMALL_FONT_SIZE - 2,
+            )
+    bars.axvline(0.0, color="#666666", linewidth=0.8)
+    bars.set_xlim(-CARD_CLIP_UNITS - 1, CARD_CLIP_UNITS + 1)
+    bars.set_yticks(rows, labels=[chart_label(label) for label in labels], fontsize=SMALL_FONT_SIZE - 1)
+    bars.set_ylim(len(labels) - 0.5, -0.5)
+    bars.tick_params(axis="x", labelsize=SMALL_FONT_SIZE - 2, length=2)
+    bars.tick_params(axis="y", length=0)
+    bars.set_xlabel("change in noise bands (shaded: noise)", fontsize=SMALL_FONT_SIZE - 1)
+    inputs = figure.add_axes((0.6, 0.24, 0.38, 0.56))
+    if current_values is not None and previous_values is not None:
+        for values, colour, label in (
+            (previous_values, PREVIOUS_LINE_COLOUR, "previous"),
+            (current_values, CURRENT_COLOUR, "this week"),
+        ):
+            ordered = np.sort(values)
+            inputs.step(
+                ordered,
+                np.arange(1, ordered.size + 1) / ordered.size,
+                where="post",
+                color=colour,
+                linewidth=1.6,
+                label=label,
+            )
+        inputs.legend(loc="upper left", frameon=False, fontsize=SMALL_FONT_SIZE - 2)
+        inputs.set_yticks([0, 0.5, 1])
+    else:
+        inputs.set_yticks([])
+        inputs.set_xticks([])
+    inputs.set_title(chart_label(input_note), fontsize=SMALL_FONT_SIZE - 1, loc="left")
+    inputs.tick_params(labelsize=SMALL_FONT_SIZE - 2, length=2)
+    for ax in (bars, inputs):
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return _png(figure)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from audit.types import ReportInput
 from reports.context_types import ReportContext
+from reports.overview import OVERVIEW_ROWS, feature_cards, overview_methods, overview_rows
 from reports.section_charts import ChartNumbers
 from reports.sections import (
     HISTORY_WEEKS,
@@ -34,12 +35,16 @@ def build_context(
     top_n: int = 30,
     movers: int = 10,
     history_weeks: int = HISTORY_WEEKS,
+    report_link: str | None = None,
+    report_attached: bool = True,
 ) -> ReportContext:
     """Gather the report of `report_input.current` against `report_input.previous`.
 
     `top_n` features of each method are drawn (the rest are listed in a table); the `movers`
     features with the largest relative change are listed under each chart; the history shows the
-    last `history_weeks` weeks. Charts are drawn here, once, as PNG bytes.
+    last `history_weeks` weeks. Charts are drawn here, once, as PNG bytes. `report_link` (where the
+    full report is published) and `report_attached` (the e-mail attaches it) are what the e-mail
+    says about the full report.
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1 (features drawn per chart), got {top_n}")
@@ -51,8 +56,10 @@ def build_context(
     assessment = report_input.assessment
     model = current.model
     # charts are numbered in the order they are drawn, which is the order the document shows them:
-    # the methods' sections, then the time profiles, then the history
+    # the cards of the overview, the methods' sections, then the time profiles, then the history
     numbers = ChartNumbers(current.run_id)
+    overview = () if assessment is None else overview_rows(assessment, report_input.input_drift)
+    cards = feature_cards(overview, current, previous, report_input.input_drift, numbers)
     sections = method_sections(
         current, previous, report_input.comparisons, assessment, numbers, top_n=top_n, movers=movers
     )
@@ -90,4 +97,13 @@ def build_context(
         ig_check=integrated_gradients_check(current),
         copies=tuple(copy.label for copy in current.copies),
         charts=tuple(numbers.charts),
+        overview=overview,
+        overview_methods=() if assessment is None else overview_methods(assessment),
+        overview_rows=OVERVIEW_ROWS,
+        cards=cards,
+        performance=report_input.performance,
+        inputs_measured=report_input.input_drift is not None,
+        inputs_are_sequences=report_input.input_drift is not None and report_input.input_drift.sequences,
+        report_link=report_link,
+        report_attached=report_attached,
     )

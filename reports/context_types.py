@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from audit.types import ModelEvaluation
+from audit.types import ModelEvaluation, PerformanceDrift
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,53 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class MethodCell:
+    """One method's change of one feature in the overview, in units of its noise band (signed)."""
+
+    method: str
+    #: Short name shown in the cell, e.g. "perm" (the legend spells it out).
+    label: str
+    #: change / band half-width: beyond noise past +-1; None when not judged (one week only).
+    units: float | None
+    #: CSS class of the cell's colour: "u3", "u2", "u1" (rose), "n" (within half the band),
+    #: "d1", "d2", "d3" (fell), "x" (not judged).
+    tone: str
+    #: A method whose changes decide the verdict (the others are shown, not judged).
+    votes: bool
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    """One feature of the overview: consensus ranks, every method's change, its inputs, its verdict."""
+
+    feature: str
+    #: Median rank over the verdict methods this week and last (None: not ranked that week).
+    rank: float | None
+    previous_rank: float | None
+    cells: tuple[MethodCell, ...]
+    #: Input drift: PSI against last week's eval sample, its band, and whether it shifted.
+    psi: float | None
+    psi_limit: float | None
+    input_shifted: bool
+    #: "changed", "new", "removed", "weak" (one method short of agreement), "inputs" (only its
+    #: input distribution shifted) or "stable".
+    verdict: str
+    #: Frozen-set cause of a changed feature ("model", "data", "both", "unclear").
+    cause: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class FeatureCard:
+    """A chart of one of the most-changed features: its change per method and its inputs."""
+
+    feature: str
+    chart: Chart
+    verdict: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class ReportContext:
     """Everything `report.html` renders, top to bottom."""
 
@@ -256,5 +303,22 @@ class ReportContext:
     ig_check: IntegratedGradientsCheck | None = None
     #: File names of the drop's reseeded copies of the model.
     copies: tuple[str, ...] = ()
-    #: Every chart, in the order the document shows them (the email's image parts).
+    #: Every chart, in the order the document shows them.
     charts: tuple[Chart, ...] = ()
+    #: The overview: one row per feature, changed features first, then by consensus rank.
+    overview: tuple[OverviewRow, ...] = ()
+    #: (label, method) of the overview's method cells, verdict methods first.
+    overview_methods: tuple[tuple[str, str], ...] = ()
+    #: Rows of the overview shown before the fold.
+    overview_rows: int = 20
+    #: Charts of the most-changed features (at most 3): what the e-mail shows.
+    cards: tuple[FeatureCard, ...] = ()
+    #: The eval loss against last week's, with band and verdict (None: not measured).
+    performance: PerformanceDrift | None = None
+    #: Inputs measured (input drift was computed) and whether they are sequences (p-values descriptive).
+    inputs_measured: bool = False
+    inputs_are_sequences: bool = False
+    #: Where the full report is published (``--report-url``), for the e-mail's first link.
+    report_link: str | None = None
+    #: The e-mail carries the full report as an attachment (report.html).
+    report_attached: bool = True

@@ -3,11 +3,16 @@
 An e-mail is not a web page. Gmail drops ``data:`` images and most ``<style>`` rules and clips HTML
 bodies over about 102 KB, so the message is::
 
-    multipart/alternative
-      text/plain            the summary (verdict first), from templates/report.txt
-      multipart/related
-        text/html           `RenderedReport.email_html` with its CSS inlined into style attributes
-        image/png ...       one inline part per `InlineImage`, referenced as ``cid:<cid>``
+    multipart/mixed
+      multipart/alternative
+        text/plain          the summary (verdict first), from templates/report.txt
+        multipart/related
+          text/html         `RenderedReport.email_html` (a summary: verdict, overview, the cards of
+                            the most-changed features) with its CSS inlined into style attributes
+          image/png ...     one inline part per `InlineImage`, referenced as ``cid:<cid>``
+      text/html             report.html, the full self-contained report, attached unless a link to
+                            the published report replaces it (``--report-url`` without
+                            ``--attach-report``); without it the message is the multipart/alternative
 
 Everything user-controlled (model and feature names, the verdict's reason) is escaped in the HTML
 (the report template does it; inlining keeps it), stripped of control characters in the text part,
@@ -49,6 +54,8 @@ SUBJECT_PREFIX = "[drift-audit]"
 #: Longer subjects are cut with an ellipsis (mail clients show about 60-80 characters anyway).
 MAX_SUBJECT_CHARS = 160
 TEXT_TEMPLATE = "report.txt"
+#: File name of the attached full report.
+ATTACHMENT_NAME = "report.html"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: Used in the Message-ID when the sender's domain cannot be used.
 FALLBACK_DOMAIN = "drift-audit.invalid"
@@ -218,6 +225,9 @@ def build_email(
             disposition="inline",
             filename=f"{_file_stem(image.cid)}.png",
         )
+    if rendered.context.report_attached:
+        # the whole report, self-contained (its images are data: URIs): the e-mail body is a summary
+        message.add_attachment(rendered.html, subtype="html", charset="utf-8", filename=ATTACHMENT_NAME)
     return ReportEmail(
         message=message,
         message_id=message_id,

@@ -37,6 +37,8 @@ SIGNIFICANT_DIGITS = 3
 HASH_CHARS = 12
 #: Rows of a long table in the email (the standalone file folds the rest into <details>).
 EMAIL_TABLE_ROWS = 10
+#: Rows of the overview in the e-mail: with 3 feature cards, about 3 phone screens in all.
+EMAIL_OVERVIEW_ROWS = 7
 
 
 def render_report(report_input: ReportInput, *, top_n: int = 30) -> str:
@@ -50,18 +52,30 @@ def render_outputs(
     top_n: int = 30,
     movers: int = 10,
     history_weeks: int = HISTORY_WEEKS,
+    report_link: str | None = None,
+    report_attached: bool = True,
 ) -> RenderedReport:
     """Both documents of the report, from one context: the standalone file and the email body.
 
-    The charts are drawn once; `images` holds them in document order, each with the Content-ID the
-    email's ``cid:`` sources name.
+    The charts are drawn once. The e-mail is a summary (verdict, overview, the cards of the
+    most-changed features, a link to the full report or a word that it is attached): `images`
+    holds the charts it shows, each with the Content-ID its ``cid:`` sources name.
     """
-    context = build_context(report_input, top_n=top_n, movers=movers, history_weeks=history_weeks)
+    context = build_context(
+        report_input,
+        top_n=top_n,
+        movers=movers,
+        history_weeks=history_weeks,
+        report_link=report_link,
+        report_attached=report_attached,
+    )
     return RenderedReport(
         context=context,
         html=render_context(context),
         email_html=render_context(context, email=True),
-        images=tuple(InlineImage(cid=chart.cid, png=chart.png, alt=chart.alt) for chart in context.charts),
+        images=tuple(
+            InlineImage(cid=card.chart.cid, png=card.chart.png, alt=card.chart.alt) for card in context.cards
+        ),
     )
 
 
@@ -73,7 +87,12 @@ def render_context(context: ReportContext, *, email: bool = False) -> str:
     `EMAIL_TABLE_ROWS` rows with a line saying how many more the report file holds.
     """
     variables: dict[str, object] = {field.name: getattr(context, field.name) for field in fields(context)}
-    variables.update(email=email, fold=EMAIL_TABLE_ROWS, image_src=cid_source if email else data_uri_source)
+    variables.update(
+        email=email,
+        fold=EMAIL_TABLE_ROWS,
+        overview_fold=EMAIL_OVERVIEW_ROWS,
+        image_src=cid_source if email else data_uri_source,
+    )
     return _environment().get_template(TEMPLATE).render(**variables)
 
 
@@ -146,6 +165,9 @@ def make_environment(*, autoescape: bool) -> jinja2.Environment:
         dates=format_dates,
         fraction_pct=format_fraction_percent,
         steps=format_steps,
+        units=format_units,
+        median_rank=format_median_rank,
+        psi=format_psi,
     )
     return environment
 
@@ -254,3 +276,24 @@ def format_fraction_percent(fraction: float | None) -> str:
     if fraction is None or math.isnan(fraction):
         return MISSING
     return f"{format_number(fraction * 100, 2)}%"
+
+
+def format_units(units: float | None) -> str:
+    """A change in units of its noise band, signed, one decimal: +1.8, −0.3 (a true minus sign)."""
+    if units is None or math.isnan(units):
+        return MISSING
+    return f"{units:+.1f}".replace("-", "\u2212")
+
+
+def format_median_rank(rank: float | None) -> str:
+    """A median rank: "3", or "3.5" between two ranks; the missing mark when unranked."""
+    if rank is None or math.isnan(rank):
+        return MISSING
+    return f"{rank:.0f}" if float(rank).is_integer() else f"{rank:.1f}"
+
+
+def format_psi(value: float | None) -> str:
+    """A population stability index with two decimals (0.41); the missing mark when not measured."""
+    if value is None or math.isnan(value):
+        return MISSING
+    return f"{value:.2f}"

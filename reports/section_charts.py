@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from audit.types import FloatArray, Importance
 from reports.charts import (
+    feature_card,
     history_sparklines,
     importance_bars,
     lag_profiles,
@@ -199,3 +200,30 @@ def _importance_alt(
         weeks += f" against {previous_week.isoformat()}"
     top = ", ".join(charted_names[:ALT_TOP_FEATURES])
     return f"Bar chart of {method} importance with error bars, {shown}, {weeks}. Most important: {top}."
+
+
+def card_chart(
+    numbers: ChartNumbers,
+    feature: str,
+    verdict: str,
+    labels: Sequence[str],
+    units: Sequence[float | None],
+    *,
+    current_values: FloatArray | None,
+    previous_values: FloatArray | None,
+    input_note: str,
+) -> Chart:
+    """A feature card (`reports.charts.feature_card`): its change per method and its inputs."""
+    moved = [f"{label} {unit:+.1f}" for label, unit in zip(labels, units, strict=True) if unit is not None]
+    return numbers.add(
+        feature_card(
+            f"{feature}: {verdict}",
+            labels,
+            units,
+            current_values=current_values,
+            previous_values=previous_values,
+            input_note=input_note,
+        ),
+        f"{feature}, {verdict}. Change per method in noise bands (beyond noise past 1): "
+        f"{', '.join(moved) or 'none'}. Inputs: {input_note}.",
+    )

@@ -2,7 +2,8 @@
 
 Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
 the migrations and these classes agree). Views (``importance_history``, ``importance_changes``,
-``audit_verdicts``, ``top_features``) are created by the migrations, which own their SQL.
+``audit_verdicts``, ``top_features``, ``input_drift``, ``performance_drift``) are created by the
+migrations, which own their SQL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -117,6 +119,12 @@ class AuditRun(Base):
     eval_loss: Mapped[float | None] = mapped_column(Float)
     eval_metric_name: Mapped[str | None] = mapped_column(String(32))
     eval_metric: Mapped[float | None] = mapped_column(Float)
+    #: Standard error of eval_loss (sd of the per-sample losses / sqrt(n)); revision 0010.
+    eval_loss_se: Mapped[float | None] = mapped_column(Float)
+    #: The previous drop's model on this run's eval sample (the frozen set), same loss and metric.
+    frozen_eval_loss: Mapped[float | None] = mapped_column(Float)
+    frozen_eval_loss_se: Mapped[float | None] = mapped_column(Float)
+    frozen_eval_metric: Mapped[float | None] = mapped_column(Float)
     report_path: Mapped[str | None] = mapped_column(Text)
 
     drop: Mapped[ModelDrop] = relationship(back_populates="runs")
@@ -380,3 +388,83 @@ class ReportDeliveryRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+
+
+class FeatureSummaryRow(Base):
+    """One feature's eval values in one run, summarised for input drift (audit/input_drift.py).
+
+    `summary_values` holds `n_values` float64 numbers (little-endian), sorted: every value of the
+    sample when `exact`, else quantiles at (i + 0.5) / n_values.
+    """
+
+    __tablename__ = "feature_summaries"
+    __table_args__ = (UniqueConstraint("run_id", "feature", name="uq_feature_summaries_run_feature"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(512))
+    position: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[float] = mapped_column(Float)
+    std: Mapped[float] = mapped_column(Float)
+    exact: Mapped[bool] = mapped_column(Boolean)
+    n_values: Mapped[int] = mapped_column(Integer)
+    summary_values: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class InputDriftRow(Base):
+    """One feature's input drift between a run's eval sample and the previous drop's run's."""
+
+    __tablename__ = "input_drifts"
+    __table_args__ = (
+        UniqueConstraint("run_id", "feature", name="uq_input_drifts_run_feature"),
+        # one feature over the weeks (input_drift WHERE feature = ...)
+        Index("ix_input_drifts_feature", "feature"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    previous_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(512))
+    psi: Mapped[float | None] = mapped_column(Float)
+    ks_statistic: Mapped[float | None] = mapped_column(Float)
+    ks_pvalue: Mapped[float | None] = mapped_column(Float)
+    wasserstein: Mapped[float | None] = mapped_column(Float)
+    psi_limit: Mapped[float | None] = mapped_column(Float)
+    limit_source: Mapped[str] = mapped_column(String(16))
+    n_history: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    exact: Mapped[bool] = mapped_column(Boolean)
+    n: Mapped[int] = mapped_column(Integer)
+    previous_n: Mapped[int] = mapped_column(Integer)
+
+
+class PerformanceDriftRow(Base):
+    """A run's eval loss against the previous drop's run's, with its band and verdict."""
+
+    __tablename__ = "performance_drifts"
+    __table_args__ = (UniqueConstraint("run_id", name="uq_performance_drifts_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    previous_run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    loss_name: Mapped[str] = mapped_column(String(32))
+    loss: Mapped[float | None] = mapped_column(Float)
+    previous_loss: Mapped[float | None] = mapped_column(Float)
+    frozen_loss: Mapped[float | None] = mapped_column(Float)
+    metric_name: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[float | None] = mapped_column(Float)
+    previous_metric: Mapped[float | None] = mapped_column(Float)
+    frozen_metric: Mapped[float | None] = mapped_column(Float)
+    #: log(loss / previous_loss), log(loss / frozen_loss), log(frozen_loss / previous_loss).
+    change: Mapped[float | None] = mapped_column(Float)
+    model_change: Mapped[float | None] = mapped_column(Float)
+    data_change: Mapped[float | None] = mapped_column(Float)
+    band_scale: Mapped[float | None] = mapped_column(Float)
+    band_half_width: Mapped[float | None] = mapped_column(Float)
+    band_percent: Mapped[float | None] = mapped_column(Float)
+    band_source: Mapped[str] = mapped_column(String(32))
+    band_observations: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)

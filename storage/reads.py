@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from audit.types import (
     AuditSummary,
     DropVerdict,
+    FeatureSummary,
     Importance,
     MethodOutcome,
     MethodStatus,
@@ -31,6 +32,7 @@ from audit.types import (
 from storage.models import (
     AuditRun,
     DropVerdictRow,
+    FeatureSummaryRow,
     ImportanceRow,
     MethodResult,
     ModelDrop,
@@ -152,6 +154,8 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
         n_eval_rows_dropped=run.n_eval_rows_dropped,
         eval_sampling_seed=run.eval_sampling_seed,
         evaluation=_evaluation(run),
+        frozen_evaluation=_frozen_evaluation(run),
+        input_summaries=_input_summaries(session, run.id),
         outcomes=outcomes,
         copies=tuple(model for kind, model in extra if kind is ModelKind.COPY),
         frozen=next((model for kind, model in extra if kind is ModelKind.FROZEN), None),
@@ -168,6 +172,41 @@ def _evaluation(run: AuditRun) -> ModelEvaluation | None:
         metric_name=run.eval_metric_name,
         metric=math.nan if run.eval_metric is None else run.eval_metric,
         n_samples=run.n_eval_samples or 0,
+        loss_se=run.eval_loss_se,
+    )
+
+
+def _frozen_evaluation(run: AuditRun) -> ModelEvaluation | None:
+    """The previous drop's model on this run's eval sample (the frozen set), None when not scored."""
+    if run.eval_loss_name is None or run.eval_metric_name is None or run.frozen_eval_loss is None:
+        return None
+    return ModelEvaluation(
+        loss_name=run.eval_loss_name,
+        loss=run.frozen_eval_loss,
+        metric_name=run.eval_metric_name,
+        metric=math.nan if run.frozen_eval_metric is None else run.frozen_eval_metric,
+        n_samples=run.n_eval_samples or 0,
+        loss_se=run.frozen_eval_loss_se,
+    )
+
+
+def _input_summaries(session: Session, run_id: int) -> tuple[FeatureSummary, ...]:
+    """The run's per-feature summaries of its eval sample, in feature order."""
+    rows = session.scalars(
+        select(FeatureSummaryRow)
+        .where(FeatureSummaryRow.run_id == run_id)
+        .order_by(FeatureSummaryRow.position)
+    )
+    return tuple(
+        FeatureSummary(
+            feature=row.feature,
+            n=row.n,
+            mean=row.mean,
+            std=row.std,
+            values=np.frombuffer(row.summary_values, dtype="<f8", count=row.n_values).astype(np.float64),
+            exact=row.exact,
+        )
+        for row in rows
     )
 
 

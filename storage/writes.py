@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -36,13 +37,17 @@ from audit.types import (
     DriftAssessment,
     FeatureAssessment,
     FeatureDrift,
+    FeatureSummary,
     Importance,
+    InputDrift,
+    InputDriftAssessment,
     MethodAgreement,
     MethodComparison,
     MethodOutcome,
     ModelEvaluation,
     ModelFacts,
     ModelImportances,
+    PerformanceDrift,
     RunStatus,
 )
 from storage.models import (
@@ -53,14 +58,17 @@ from storage.models import (
     DropVerdictRow,
     FeatureDriftRow,
     FeatureRow,
+    FeatureSummaryRow,
     FeatureVerdictRow,
     ImportanceRow,
+    InputDriftRow,
     MethodAgreementRow,
     MethodResult,
     ModelDrop,
     ModelImportanceRow,
     ModelKind,
     ModelProfileRow,
+    PerformanceDriftRow,
     ProfileRow,
     utc_now,
 )
@@ -72,6 +80,8 @@ _ASSESSMENT_TABLES = (
     FeatureVerdictRow,
     DropVerdictRow,
     MethodAgreementRow,
+    InputDriftRow,
+    PerformanceDriftRow,
 )
 
 
@@ -82,6 +92,7 @@ _FIGURE_TABLES = (
     MethodResult,
     ModelImportanceRow,
     ModelProfileRow,
+    FeatureSummaryRow,
     *_ASSESSMENT_TABLES,
 )
 
@@ -161,6 +172,8 @@ def record_success(
     frozen: ModelImportances | None = None,
     feature_names: Sequence[str] | None = None,
     evaluation: ModelEvaluation | None = None,
+    frozen_evaluation: ModelEvaluation | None = None,
+    input_summaries: Sequence[FeatureSummary] = (),
 ) -> None:
     """Store a finished audit's figures and make them the drop's current ones.
 
@@ -169,7 +182,9 @@ def record_success(
     `feature_names` (the primary model's input features, in input order; default: those of the
     first method with per-feature figures) replace the drop's rows of `features`. `evaluation` is the
     model's loss and metric on the eval sample (None: not evaluated; its `n_samples` must be
-    `n_eval_samples`).
+    `n_eval_samples`), `frozen_evaluation` the previous drop's model's on the same sample (stored
+    only with the same loss as `evaluation`). `input_summaries` are the eval sample's per-feature
+    summaries (audit/input_drift.py), which later weeks compare their inputs with.
     Figures of earlier runs of the same drop (their comparisons and drift calls included) are
     deleted and those runs marked ``superseded``, in the caller's transaction: readers see either
     the old figures or the new ones, never both. The drop's row is locked first, so two audits of
@@ -225,7 +240,8 @@ def record_success(
     run.n_eval_rows_in_file = n_eval_rows_in_file
     run.n_eval_rows_dropped = n_eval_rows_dropped
     run.eval_sampling_seed = eval_sampling_seed
-    _set_evaluation(run, evaluation)
+    _set_evaluation(run, evaluation, frozen_evaluation)
+    _insert(session, FeatureSummaryRow, [_summary_row(run_id, i, s) for i, s in enumerate(input_summaries)])
     run.status = RunStatus.SUCCEEDED.value
     run.finished_at = utc_now()
 
@@ -238,12 +254,38 @@ def _feature_names(outcomes: Sequence[MethodOutcome]) -> tuple[str, ...]:
     return ()
 
 
-def _set_evaluation(run: AuditRun, evaluation: ModelEvaluation | None) -> None:
-    """The evaluation's columns of `run` (NULL without one; a non-finite loss or metric is NULL)."""
+def _set_evaluation(
+    run: AuditRun, evaluation: ModelEvaluation | None, frozen: ModelEvaluation | None
+) -> None:
+    """The evaluation's columns of `run` (NULL without one; a non-finite loss or metric is NULL),
+    and the frozen set's when it has the same loss and metric."""
     run.eval_loss_name = None if evaluation is None else evaluation.loss_name
     run.eval_loss = None if evaluation is None else _finite(evaluation.loss)
+    run.eval_loss_se = None if evaluation is None else _finite(evaluation.loss_se)
     run.eval_metric_name = None if evaluation is None else evaluation.metric_name
     run.eval_metric = None if evaluation is None else _finite(evaluation.metric)
+    same = (
+        evaluation is not None
+        and frozen is not None
+        and (frozen.loss_name, frozen.metric_name) == (evaluation.loss_name, evaluation.metric_name)
+    )
+    run.frozen_eval_loss = _finite(frozen.loss) if same and frozen is not None else None
+    run.frozen_eval_loss_se = _finite(frozen.loss_se) if same and frozen is not None else None
+    run.frozen_eval_metric = _finite(frozen.metric) if same and frozen is not None else None
+
+
+def _summary_row(run_id: int, position: int, summary: FeatureSummary) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "feature": summary.feature,
+        "position": position,
+        "n": summary.n,
+        "mean": summary.mean,
+        "std": summary.std,
+        "exact": summary.exact,
+        "n_values": int(summary.values.size),
+        "summary_values": np.ascontiguousarray(summary.values, dtype="<f8").tobytes(),
+    }
 
 
 def record_failure(session: Session, run_id: int, error: str) -> None:
@@ -267,11 +309,14 @@ def save_assessment(
     previous_run_id: int | None,
     comparisons: Sequence[MethodComparison],
     assessment: DriftAssessment | None,
+    input_drift: InputDriftAssessment | None = None,
+    performance: PerformanceDrift | None = None,
 ) -> bool:
     """Replace the comparison of `run_id` with the run of the previous drop, and its drift call.
 
-    Deletes the run's rows of `comparisons`, `feature_drifts`, `feature_verdicts`, `drop_verdicts`
-    and `method_agreement`, then stores `comparisons` and `assessment` (None: no drift call).
+    Deletes the run's rows of `comparisons`, `feature_drifts`, `feature_verdicts`, `drop_verdicts`,
+    `method_agreement`, `input_drifts` and `performance_drifts`, then stores `comparisons`,
+    `assessment` (None: no drift call), `input_drift` and `performance` (None: not measured).
     `previous_run_id` None (the first drop: nothing to compare) only clears them.
 
     Returns False, storing nothing, when `run_id` is no longer its drop's current run (another
@@ -291,6 +336,12 @@ def save_assessment(
     if previous_run_id is None:
         return True
     _insert(session, ComparisonRow, [_comparison_row(run_id, previous_run_id, c) for c in comparisons])
+    if input_drift is not None:
+        _insert(
+            session, InputDriftRow, [_input_drift_row(run_id, previous_run_id, d) for d in input_drift.drifts]
+        )
+    if performance is not None:
+        _insert(session, PerformanceDriftRow, [_performance_row(run_id, previous_run_id, performance)])
     if assessment is None:
         return True
     _insert(session, FeatureDriftRow, [_drift_row(run_id, previous_run_id, d) for d in assessment.drifts])
@@ -474,4 +525,50 @@ def _agreement_row(run_id: int, agreement: MethodAgreement) -> dict[str, Any]:
         "method": agreement.method,
         "other_method": agreement.other_method,
         "spearman": _finite(agreement.spearman),
+    }
+
+
+def _input_drift_row(run_id: int, previous_run_id: int, drift: InputDrift) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "previous_run_id": previous_run_id,
+        "feature": drift.feature,
+        "psi": _finite(drift.psi),
+        "ks_statistic": _finite(drift.ks_statistic),
+        "ks_pvalue": _finite(drift.ks_pvalue),
+        "wasserstein": _finite(drift.wasserstein),
+        "psi_limit": _finite(drift.psi_limit),
+        "limit_source": drift.limit_source,
+        "n_history": drift.n_history,
+        "verdict": drift.verdict.value,
+        "exact": drift.exact,
+        "n": drift.n,
+        "previous_n": drift.previous_n,
+    }
+
+
+def _performance_row(run_id: int, previous_run_id: int, drift: PerformanceDrift) -> dict[str, Any]:
+    band = drift.band
+    return {
+        "run_id": run_id,
+        "previous_run_id": previous_run_id,
+        "loss_name": drift.loss_name,
+        "loss": _finite(drift.loss),
+        "previous_loss": _finite(drift.previous_loss),
+        "frozen_loss": _finite(drift.frozen_loss),
+        "metric_name": drift.metric_name,
+        "metric": _finite(drift.metric),
+        "previous_metric": _finite(drift.previous_metric),
+        "frozen_metric": _finite(drift.frozen_metric),
+        "change": _finite(drift.change),
+        "model_change": _finite(drift.model_change),
+        "data_change": _finite(drift.data_change),
+        "band_scale": _finite(band.scale),
+        "band_half_width": _finite(band.half_width),
+        "band_percent": _finite(band.percent),
+        "band_source": band.source.value,
+        "band_observations": band.n_observations,
+        "verdict": drift.verdict.value,
+        "cause": None if drift.cause is None else drift.cause.value,
+        "reason": drift.reason,
     }

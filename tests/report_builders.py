@@ -14,6 +14,8 @@ import numpy as np
 
 from audit.compare import compare_audits
 from audit.drift import assess_drift
+from audit.input_drift import assess_input_drift, summarize_values
+from audit.performance import assess_performance
 from audit.types import (
     AuditSummary,
     Importance,
@@ -26,6 +28,7 @@ from audit.types import (
     ReportInput,
     Task,
 )
+from audit.verdict import explain
 
 WEEK = dt.date(2026, 3, 23)
 PREVIOUS_WEEK = dt.date(2026, 3, 2)
@@ -35,6 +38,8 @@ PROFILE_METHODS = ("integrated_gradients", "saliency", "gradient_x_input")
 METHODS = ("weight_sum", "permutation", "perturbation", *PROFILE_METHODS, "sensitivity_sweep", "grad_cam")
 #: The feature that collapses this week in every method (the drift call must name it).
 COLLAPSED = 3
+#: The feature whose eval values move by 1.5 standard deviations this week (input drift).
+SHIFTED = 6
 
 
 def names_with(n_features: int, specials: Sequence[str] = ()) -> tuple[str, ...]:
@@ -156,19 +161,35 @@ def sequence_input(
         )
         for k in (1, 2)
     )
+    rng = np.random.default_rng(17)
+    previous = dataclasses.replace(
+        previous,
+        evaluation=ModelEvaluation("mse", 0.0118, "r2", 0.88, 2_000, loss_se=0.0004),
+        input_summaries=tuple(summarize_values(name, rng.normal(size=500)) for name in names),
+    )
+    # this week's inputs: feature SHIFTED moved by 1.5 standard deviations
+    inputs = [rng.normal(1.5 if j == SHIFTED else 0.0, 1.0, size=500) for j in range(len(names))]
     current = dataclasses.replace(
         _summary(WEEK, current_importances, n_steps, run_id=41, name=model_name),
         frozen=frozen,
         copies=copies,
-        evaluation=ModelEvaluation("mse", 0.0123, "r2", 0.871, 2_000),
+        evaluation=ModelEvaluation("mse", 0.0123, "r2", 0.871, 2_000, loss_se=0.0004),
+        frozen_evaluation=ModelEvaluation("mse", 0.0121, "r2", 0.874, 2_000, loss_se=0.0004),
+        input_summaries=tuple(
+            summarize_values(name, values) for name, values in zip(names, inputs, strict=True)
+        ),
     )
+    input_drift = assess_input_drift(current, previous)
+    performance = assess_performance(current, previous)
     return ReportInput(
         current=current,
         previous=previous,
         comparisons=compare_audits(current, previous),
-        assessment=assess_drift(current, previous),
+        assessment=explain(assess_drift(current, previous), input_drift, performance),
         history=_history(current_importances, n_weeks=14),
         missing_weeks=MISSING,
+        input_drift=input_drift,
+        performance=performance,
     )
 
 

@@ -232,7 +232,16 @@ def plain_settings(port: int, **overrides: Any) -> SmtpSettings:
 
 
 def parts(message: EmailMessage) -> tuple[EmailMessage, EmailMessage, list[EmailMessage]]:
-    """(text part, html part, image parts), asserting the tree alternative(text, related(html, png...))."""
+    """(text part, html part, image parts), asserting the tree alternative(text, related(html, png...)),
+    inside mixed(alternative, report.html) when the full report is attached."""
+    if message.get_content_type() == "multipart/mixed":
+        alternative, attachment = list(message.iter_parts())
+        assert attachment.get_content_type() == "text/html"
+        assert (
+            attachment.get_filename() == "report.html"
+            and attachment.get_content_disposition() == "attachment"
+        )
+        message = alternative  # type: ignore[assignment]
     assert message.get_content_type() == "multipart/alternative"
     text, related = list(message.iter_parts())
     assert text.get_content_type() == "text/plain"
@@ -241,6 +250,15 @@ def parts(message: EmailMessage) -> tuple[EmailMessage, EmailMessage, list[Email
     assert html.get_content_type() == "text/html"
     assert all(image.get_content_type() == "image/png" for image in images)
     return text, html, images
+
+
+def _attachment(message: EmailMessage) -> str:
+    """The attached report.html as text."""
+    assert message.get_content_type() == "multipart/mixed"
+    attachment = list(message.iter_parts())[1]
+    content = attachment.get_content()
+    assert isinstance(content, str)
+    return content
 
 
 # --- the message ----------------------------------------------------------------------------------
@@ -260,7 +278,12 @@ def test_mime_tree_cids_size_and_verdict_as_received() -> None:
     assert envelope_to == RECIPIENTS
     text, html_part, images = parts(message)
     html = html_part.get_content()
-    assert len(images) == len(rendered.images) >= len(METHODS)
+    # the body is a summary: the cards of the most-changed features; every chart is in the attachment
+    assert 1 <= len(images) == len(rendered.images) == len(rendered.context.cards) <= 3
+    attached = _attachment(message)
+    assert attached.replace("\r\n", "\n") == rendered.html
+    assert attached.count("<img") == len(rendered.context.charts)
+    assert "cid:" not in attached and attached.count("data:image/png;base64,") == len(rendered.context.charts)
     referenced = re.findall(r'src="cid:([^"]+)"', html)
     content_ids = [image["Content-ID"].strip("<>") for image in images]
     assert sorted(referenced) == sorted(content_ids) == sorted(i.cid for i in rendered.images)
@@ -298,6 +321,8 @@ def test_feature_names_are_escaped_in_html_alt_text_subject_and_text() -> None:
     alts = re.findall(r'<img[^>]*\salt="([^"]*)"', html)
     assert alts and all("<" not in alt and ">" not in alt for alt in alts)
     assert any("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in alt for alt in alts)
+    attached = _attachment(message)
+    assert "<script" not in attached.lower() and "&lt;script&gt;alert(" in attached
     assert UNICODE_NAME in html
     # The verdict's reason names the collapsed feature: in the subject it is plain text, one line.
     subject = message["Subject"]
@@ -361,8 +386,9 @@ def test_sequence_model_with_90_features_end_to_end_stays_under_gmail_clipping()
     assert sorted(set(re.findall(r'src="cid:([^"]+)"', html))) == sorted(
         image["Content-ID"].strip("<>") for image in images
     )
-    assert len(images) == len(rendered.images) > 8  # bars, rank changes, heat maps, history
+    assert len(images) == len(rendered.images) == 3  # the cards; the attachment holds every chart
     assert "<script" not in html.lower() and UNICODE_NAME in html
+    assert _attachment(message).count("<img") == len(rendered.context.charts) > 8
     assert message["Subject"].startswith(
         f"[drift-audit] {report_input.assessment.verdict.value.upper()}: pm25-seq"
     )

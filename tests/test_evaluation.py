@@ -158,4 +158,12 @@ def test_result_is_a_model_evaluation() -> None:
     evaluation = evaluate_model(
         linear_model([1.0]), _sample(np.arange(3.0)[:, None], np.arange(3.0)), REGRESSION_TARGET
     )
-    assert evaluation == ModelEvaluation("mse", 0.0, "r2", 1.0, 3)
+    # an exact fit: every per-sample loss is 0, so is its standard error
+    assert evaluation == ModelEvaluation("mse", 0.0, "r2", 1.0, 3, loss_se=0.0)
+
+
+def test_loss_standard_error_is_the_sd_of_per_sample_losses_over_root_n() -> None:
+    y = np.array([0.0, 1.0, 3.0, 7.0])
+    evaluation = evaluate_model(linear_model([1.0]), _sample(np.zeros((4, 1)), y), REGRESSION_TARGET)
+    assert evaluation is not None and evaluation.loss == np.mean(y**2)
+    assert evaluation.loss_se == np.std(y**2, ddof=1) / 2

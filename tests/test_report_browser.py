@@ -27,7 +27,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from audit.types import ReportInput
 from reports.context import build_context
-from reports.render import render_context
+from reports.email import inline_css
+from reports.render import data_uri_source, render_context, render_outputs
 from tests.report_builders import sequence_input
 
 CHROMIUM = Path(os.environ.get("DRIFT_AUDIT_CHROMIUM", "/usr/bin/chromium"))
@@ -216,8 +217,9 @@ def test_report_renders_and_fits_a_phone(page: Page, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     report.write_text(document, encoding="utf-8")
     n_images = document.count("<img")
-    # 2 methods: 2 bar and 2 rank-change charts, a heat map and lag lines (IG), 2 history charts
-    assert n_images == len(context.charts) == 8
+    # 3 feature cards; 2 methods: 2 bar and 2 rank-change charts, a heat map and lag lines (IG),
+    # 2 history charts
+    assert n_images == len(context.charts) == 3 + 8
 
     for width in (PHONE, DESKTOP):
         page.open(report.as_uri(), width)
@@ -236,3 +238,52 @@ def test_report_renders_and_fits_a_phone(page: Page, tmp_path: Path) -> None:
         with Image.open(shot) as image:
             assert image.width == width
             assert image.height > 2_000  # the whole page: two charts of 30 bars and their tables
+
+
+#: Page heights (px) of the 82-feature, 8-method sequence report and of its e-mail body. Before the
+#: overview (main at 3756f4e) the report was 23,912 px tall at 390 px and 28,351 px at 1200 px.
+REPORT_HEIGHT_LIMITS = {PHONE: 6_500, DESKTOP: 5_000}
+#: The e-mail body: at most 3 phone screens at 390 px.
+EMAIL_HEIGHT_LIMITS = {PHONE: 2_400, DESKTOP: 2_400}
+
+PAGE_HEIGHT_JS = "document.documentElement.scrollHeight"
+
+
+def _check_page(page: Page, path: Path, width: int, n_images: int, shot: Path) -> int:
+    """Open `path` at `width`; no sideways scrolling, every image decoded; the page's height."""
+    page.open(path.as_uri(), width)
+    facts = page.evaluate(PAGE_FACTS_JS)
+    assert isinstance(facts, dict)
+    wide = max(facts["scrollWidth"], facts["innerWidth"])
+    overflowing = [] if wide <= width else page.evaluate(OVERFLOWING_JS % width)
+    assert wide <= width, f"{path.name} at {width} px is {wide} px wide; sticking out: {overflowing}"
+    assert facts["images"] == facts["loaded"] == n_images
+    page.screenshot(shot)
+    assert_painted(shot)
+    height = page.evaluate(PAGE_HEIGHT_JS)
+    assert isinstance(height, int)
+    with Image.open(shot) as image:
+        assert image.width == width and image.height == height
+    return height
+
+
+def test_82_feature_report_and_its_email_are_short(page: Page, tmp_path: Path) -> None:
+    """The overview makes the report a few screens (per-method charts folded); the e-mail body, with
+    its cards shown as a mail client shows its cid: parts, stays within 3 phone screens."""
+    rendered = render_outputs(sequence_input(n_features=82, n_steps=24, specials=(NASTY, LONG_NAME)))
+    report = tmp_path / "report.html"
+    report.write_text(rendered.html, encoding="utf-8")
+    email_html = inline_css(rendered.email_html)
+    for chart in rendered.context.cards:  # as the mail client shows the inline parts
+        email_html = email_html.replace(f"cid:{chart.chart.cid}", data_uri_source(chart.chart))
+    email = tmp_path / "email.html"
+    email.write_text(email_html, encoding="utf-8")
+    for width in (PHONE, DESKTOP):
+        height = _check_page(
+            page, report, width, len(rendered.context.charts), tmp_path / f"report-{width}.png"
+        )
+        print(f"82-feature report at {width} px: {height:,} px tall")
+        assert 1_500 < height <= REPORT_HEIGHT_LIMITS[width]
+        height = _check_page(page, email, width, len(rendered.images), tmp_path / f"email-{width}.png")
+        print(f"its e-mail body at {width} px: {height:,} px tall")
+        assert 1_000 < height <= EMAIL_HEIGHT_LIMITS[width]

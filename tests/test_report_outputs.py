@@ -26,7 +26,7 @@ from audit.types import Importance
 from reports.charts import png_size
 from reports.context import build_context
 from reports.email import inline_css
-from reports.render import EMAIL_TABLE_ROWS, render_context, render_outputs, render_report
+from reports.render import EMAIL_OVERVIEW_ROWS, render_context, render_outputs, render_report
 from reports.rendered import RenderedReport
 from reports.sections import rank_changes
 from tests.report_builders import (
@@ -149,18 +149,27 @@ def test_images_are_data_uris_in_the_file_and_cids_in_the_email(rendered: Render
     ]
     assert len(set(cids)) == len(cids)
     assert all(re.fullmatch(r"[A-Za-z0-9.@-]+", cid) for cid in cids)
-    # 7 bar + 7 slope charts, 3 heat maps + 4 lag charts, 7 history charts
-    assert len(images) == 7 + 7 + 3 + 4 + 7
+    # the e-mail shows the 3 feature cards; the file every chart: the cards, 7 bar + 7 slope charts,
+    # 3 heat maps + 4 lag charts, 7 history charts
+    charts = rendered.context.charts
+    assert len(images) == len(rendered.context.cards) == 3
+    assert len(charts) == 3 + 7 + 7 + 3 + 4 + 7
+    assert [image.cid for image in images] == [chart.cid for chart in charts[:3]]
     file_tags, email_tags = img_tags(rendered.html), img_tags(rendered.email_html)
-    assert len(file_tags) == len(email_tags) == len(images)
-    for image, file_tag, email_tag in zip(images, file_tags, email_tags, strict=True):
-        assert attribute(email_tag, "src") == f"cid:{image.cid}"
+    assert len(file_tags) == len(charts) and len(email_tags) == len(images)
+    for chart, file_tag in zip(charts, file_tags, strict=True):
         assert attribute(file_tag, "src").startswith("data:image/png;base64,")
+        assert (attribute(file_tag, "width"), attribute(file_tag, "height")) == (
+            str(chart.width),
+            str(chart.height),
+        )
+        assert html_lib.unescape(attribute(file_tag, "alt")) == chart.alt
+    for image, email_tag in zip(images, email_tags, strict=True):
+        assert attribute(email_tag, "src") == f"cid:{image.cid}"
         width, height = png_size(image.png)
         assert width == 700 and height > 100
-        for tag in (file_tag, email_tag):
-            assert (attribute(tag, "width"), attribute(tag, "height")) == (str(width), str(height))
-            assert html_lib.unescape(attribute(tag, "alt")) == image.alt
+        assert (attribute(email_tag, "width"), attribute(email_tag, "height")) == (str(width), str(height))
+        assert html_lib.unescape(attribute(email_tag, "alt")) == image.alt
     assert "data:" not in rendered.email_html
     assert "cid:" not in rendered.html
 
@@ -193,10 +202,10 @@ def test_email_html_stays_under_gmails_clipping_size(rendered: RenderedReport) -
     size = len(rendered.email_html.encode("utf-8"))
     print(f"email HTML: {size:,} bytes (file: {len(rendered.html.encode()):,} bytes with images)")
     assert size < EMAIL_HTML_LIMIT
-    # The long tables are cut in the email and kept whole (folded) in the file.
+    # The e-mail is a summary: no per-method details, the overview cut; the file folds them.
     assert "<details" not in rendered.email_html
-    assert rendered.html.count("<details>") == len(rendered.context.sections)
-    assert "more in the report file" in visible_text(rendered.email_html)
+    assert rendered.html.count('<details class="method">') == len(rendered.context.sections)
+    assert "more features in the full report" in visible_text(rendered.email_html)
 
 
 def test_email_html_with_css_inlined_stays_under_the_bound(rendered: RenderedReport) -> None:
@@ -231,22 +240,21 @@ def test_email_tables_are_cut_with_a_count_of_the_rest() -> None:
         assessment=assess_drift(current, report_input.previous),  # type: ignore[arg-type]
     )
     context = build_context(report_input)
-    n_rows = len(context.verdict_rows)
-    assert n_rows == 80  # 40 new, 40 removed
+    n_rows = len(context.overview)
+    assert n_rows == 80 and {row.verdict for row in context.overview} == {"new", "removed"}
     email = render_context(context, email=True)
-    table = email.split("What changed")[1].split("</table>")[0]
-    assert table.count("<tr>") == EMAIL_TABLE_ROWS + 1  # header + rows
-    assert f"… and {n_rows - EMAIL_TABLE_ROWS} more features in the report file." in visible_text(email)
-    standalone = render_context(context).split("What changed")[1].split("</table>")[0]
-    assert standalone.count("<tr>") == n_rows + 1
-    # The per-method lists of new and removed features are cut too, and the e-mail as sent fits.
+    table = email.split(">Overview</h2>")[1].split("</table>")[0]
+    assert table.count("<tr>") == EMAIL_OVERVIEW_ROWS + 1  # header + rows
+    assert f"… and {n_rows - EMAIL_OVERVIEW_ROWS} more features in the full report." in visible_text(email)
+    standalone = render_context(context).split(">Overview</h2>")[1].split("</details>")[0]
+    assert standalone.count("<tr>") == n_rows + 1  # 20 rows, then the other 60 folded
+    assert f"<summary>{n_rows - context.overview_rows} more features</summary>" in standalone
+    # The per-method lists of new and removed features are whole in the file (the e-mail has none).
     section = context.sections[0]
     assert len(section.added) == len(section.removed) == 40
-    text = visible_text(email)
     for label, names in (("New this week", section.added), ("No longer in the model", section.removed)):
-        shown = ", ".join(names[:EMAIL_TABLE_ROWS])
-        assert f"{label}: {shown} … and {40 - EMAIL_TABLE_ROWS} more in the report file" in text
         assert f"{label}: {', '.join(names)}" in visible_text(render_context(context))
+        assert label not in visible_text(email)
     inlined = inline_css(render_outputs(report_input).email_html)
     assert len(inlined.encode("utf-8")) < EMAIL_HTML_LIMIT
 
@@ -261,8 +269,9 @@ def test_nasty_names_are_escaped_in_text_alt_and_charts(rendered: RenderedReport
         assert escaped in document
         assert UNICODE in document
         alts = [html_lib.unescape(attribute(tag, "alt")) for tag in img_tags(document)]
-        assert any(NASTY in alt for alt in alts)
-        assert any(UNICODE in alt for alt in alts)
+        if document is rendered.html:  # the e-mail's cards are of other features
+            assert any(NASTY in alt for alt in alts)
+            assert any(UNICODE in alt for alt in alts)
         # an attribute value never holds a raw angle bracket from a name (quotes end the regex match)
         for tag in img_tags(document):
             alt = attribute(tag, "alt")
@@ -298,7 +307,8 @@ def test_rendering_52_weekly_reports_does_not_grow_memory() -> None:
         gc.collect()
         rss.append(_rss_bytes())
     context = rendered.context
-    assert len(rendered.images) == 5  # bars, rank changes, heat map, lag lines, history
+    # bars, rank changes, heat map, lag lines, history, and the feature cards
+    assert len(context.charts) == 5 + len(context.cards) and len(rendered.images) == len(context.cards)
     assert context.sections[0].slope is not None and context.profiles[0].heatmap is not None
     assert len(context.history) == 1
     print(f"52 reports: {time.process_time() - started:.1f} s CPU")

@@ -90,6 +90,8 @@ def test_flow_parameters_are_flat_lists_and_strings_without_a_database_url() -> 
         "email_from": None,
         "smtp_block": None,
         "send_email": False,
+        "report_url": None,
+        "attach_report": False,
     }
     assert "db_url" not in parameters  # the command line passes it through the environment
 
