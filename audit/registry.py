@@ -96,16 +96,29 @@ def _read_entry(entry: Path, root: Path) -> tuple[Drop | SkippedFolder, list[Ski
     week = parse_drop_date(entry.name)
     if week is None:
         return SkippedFolder(entry, "folder name is not a date (YYYY-MM-DD or YYYYMMDD)"), []
-    models, skipped = _find_models(entry, root)
+    return read_drop_folder(entry, week, root)
+
+
+def read_drop_folder(
+    folder: Path, week: dt.date, root: Path | None = None
+) -> tuple[Drop | SkippedFolder, list[SkippedFolder]]:
+    """The drop of `week` held by `folder` (or why it is not one), and its files that are not used.
+
+    The one reading of a drop folder: a local registry's folders and the folders a remote source
+    (`flows.sources`) stages are read by it alike. Files are only taken from inside `root` (default:
+    `folder` itself): a symlink that leads out of it is skipped with the reason.
+    """
+    root = folder.resolve() if root is None else root
+    models, skipped = _find_models(folder, root)
     if not models:
         found = f"{skipped[0].path.name}: {skipped[0].reason}; " if skipped else ""
-        return SkippedFolder(entry, f"no model in the drop ({found}expected {ACCEPTED})"), []
-    eval_paths = tuple(path for name in EVAL_FILES if (path := _inside(entry / name, root, skipped)))
-    config_path = _inside(entry / CONFIG_FILE, root, skipped)
+        return SkippedFolder(folder, f"no model in the drop ({found}expected {ACCEPTED})"), []
+    eval_paths = tuple(path for name in EVAL_FILES if (path := _inside(folder / name, root, skipped)))
+    config_path = _inside(folder / CONFIG_FILE, root, skipped)
     ordered = primary_first(models)
     drop = Drop(
         week=week,
-        path=entry,
+        path=folder,
         model_path=ordered[0],
         eval_paths=eval_paths,
         config_path=config_path,

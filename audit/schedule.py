@@ -12,8 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol, TypeVar
 
-from audit.types import AuditError, Drop
+from audit.types import AuditError
+
+
+class Dated(Protocol):
+    """Anything dated by its retrain week: a `audit.types.Drop`, a source's listed drop."""
+
+    @property
+    def week(self) -> dt.date: ...
+
+
+D = TypeVar("D", bound=Dated)
 
 #: Days between two retrains when the team keeps its schedule.
 CADENCE_DAYS = 7
@@ -89,8 +100,8 @@ def stale_comparisons(audited: Iterable[dt.date], reaudited: Collection[dt.date]
 
 
 def drops_in_range(
-    drops: Sequence[Drop], first: dt.date | None = None, last: dt.date | None = None
-) -> tuple[Drop, ...]:
+    drops: Sequence[D], first: dt.date | None = None, last: dt.date | None = None
+) -> tuple[D, ...]:
     """The drops dated from `first` to `last`, both included (None: open-ended), in the given order.
 
     Raises `AuditError` when `first` is after `last`, or when `first` or `last` is given and no drop
@@ -113,7 +124,7 @@ def drops_in_range(
     return chosen
 
 
-def _listed(drops: Sequence[Drop], shown: int = 8) -> str:
+def _listed(drops: Sequence[Dated], shown: int = 8) -> str:
     """The drop dates, abbreviated in the middle when there are many."""
     weeks = [drop.week.isoformat() for drop in drops]
     if not weeks:

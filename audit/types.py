@@ -386,6 +386,25 @@ class ModelEvaluation:
 
 
 @dataclass(frozen=True)
+class DropProvenance:
+    """Where a drop staged from a remote source came from (`flows.sources`): stored with its runs
+    and shown in the report's model facts. None for a drop of a local registry folder."""
+
+    #: The drop's URI: ``s3://bucket/prefix/2014-11-03``, ``mlflow://<name>/<version>`` (no secrets).
+    source_uri: str
+    #: The key its staged copy is kept under (`audit.sources.content_key`): SHA-256 of the source
+    #: and each file's path, size and content tag. Empty until the drop is staged.
+    content_hash: str = ""
+    #: MLflow: the primary model version and the run that logged it.
+    mlflow_version: int | None = None
+    mlflow_run_id: str | None = None
+    #: MLflow: the aliases the version held when it was listed (``champion``, ...).
+    mlflow_aliases: tuple[str, ...] = ()
+    #: Object stores: the content tag (S3 ETag, GCS md5) of each staged file, by its path in the drop.
+    etags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AuditSummary:
     """Everything stored about one audited drop: what the report and the comparison read back."""
 
@@ -411,6 +430,8 @@ class AuditSummary:
     frozen_evaluation: ModelEvaluation | None = None
     #: Each feature's eval values, summarised for input drift (empty: no sample, or before 0010).
     input_summaries: tuple[FeatureSummary, ...] = ()
+    #: Where the drop came from when a remote source staged it (None: a local registry folder).
+    provenance: DropProvenance | None = None
 
     def importance(self, method: str) -> Importance | None:
         for outcome in self.outcomes:

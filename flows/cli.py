@@ -35,6 +35,7 @@ from flows.settings import (
     EmailParameters,
     MethodOptions,
     RunnerChoice,
+    SourceOptions,
 )
 
 DEMO_OUT = Path("demo-output")
@@ -81,11 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="audit the unaudited drops of a registry and write the report")
-    run.add_argument("--registry", required=True, type=Path, help="folder holding one folder per drop")
+    _registry_arguments(run)
     _database_arguments(run)
     run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT_DIR), help="report folder")
     run.add_argument("--week", type=_week, help="re-audit only this drop (YYYY-MM-DD or YYYYMMDD)")
-    run.add_argument("--model-name", help="name stored with the figures (default: registry folder name)")
+    run.add_argument("--model-name", help="name stored with the figures (default: the registry's name)")
     run.add_argument("--methods", type=_names, help="comma-separated methods to run (default: all)")
     run.add_argument("--seed", type=int, default=0, help="random seed of randomised methods (default 0)")
     run.add_argument(
@@ -153,7 +154,7 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "backfill",
         help="audit the drops of a date range, oldest first, each against the latest earlier drop",
     )
-    backfill.add_argument("--registry", required=True, type=Path, help="folder holding one folder per drop")
+    _registry_arguments(backfill)
     backfill.add_argument(
         "--from", dest="from_week", type=_week, help="first drop date of the range (default: the first drop)"
     )
@@ -162,7 +163,7 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     _database_arguments(backfill)
     backfill.add_argument("--out", type=Path, default=Path(DEFAULT_OUT_DIR), help="report folder")
-    backfill.add_argument("--model-name", help="name stored with the figures (default: registry folder name)")
+    backfill.add_argument("--model-name", help="name stored with the figures (default: the registry's name)")
     backfill.add_argument(
         "--redo", action="store_true", help="re-audit drops of the range that already have figures too"
     )
@@ -178,6 +179,29 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     _runner_arguments(backfill)
     _email_arguments(backfill)
     backfill.set_defaults(handler=_backfill)
+
+
+def _registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the drops are (`run` and `backfill`): a folder, an object store, an MLflow registry."""
+    parser.add_argument(
+        "--registry",
+        required=True,
+        metavar="DIR|URI",
+        help="folder holding one folder per drop, or s3://bucket/prefix, gs://bucket/prefix, file:///path,"
+        " mlflow://<registered model>[@alias] (README: Where models come from)",
+    )
+    parser.add_argument(
+        "--mlflow-tracking-uri",
+        metavar="URI",
+        help="MLflow tracking server of an mlflow:// registry (default: MLFLOW_TRACKING_URI; its token:"
+        " MLFLOW_TRACKING_TOKEN)",
+    )
+    parser.add_argument(
+        "--storage-block",
+        metavar="NAME",
+        help="Prefect AwsCredentials / GcpCredentials block for an s3:// or gs:// registry"
+        " (default: AWS_* / GOOGLE_APPLICATION_CREDENTIALS from the environment)",
+    )
 
 
 def _database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -357,6 +381,7 @@ def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
         scope=scope,
         options=options,
         email=_email_parameters(args),
+        source=SourceOptions(args.mlflow_tracking_uri, args.storage_block),
     )
 
 

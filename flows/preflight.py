@@ -3,7 +3,8 @@
 `drift-audit run` runs the flow in-process, and with no Prefect server configured Prefect first
 starts a temporary one (20-50 s on a small, busy machine). Everything that can be judged without it
 is judged here first, cheapest first, so a typo answers within the command's own start-up: the
-registry folder and the drop of ``--week`` (or the ``backfill`` range), ``--out``, the custom
+registry (a folder, or a remote registry listed from metadata) and the drop of ``--week`` (or the
+``backfill`` range), ``--out``, the custom
 modules, the e-mail addresses, the Dask scheduler's address, the database URL's form and the
 Prefect block names, and last the method names (they need the method registry, which imports
 TensorFlow, the flow's first import anyway).
@@ -19,10 +20,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from audit.registry import discover_drops
 from audit.types import AuditError
 from flows.database import DB_URL_ENV, check_block_name, check_url
 from flows.settings import RUNNER_KINDS, AuditRequest, EmailParameters, RunnerChoice, check_report_url
+from flows.sources import SourceDrop
 
 #: Environment variables of the e-mail addresses (`flows.delivery` reads them in the flow).
 _ADDRESS_ENVIRONMENT = {"--email-to": "DRIFT_AUDIT_EMAIL_TO", "--email-from": "DRIFT_AUDIT_EMAIL_FROM"}
@@ -42,8 +43,9 @@ def check_request(
     docstring). `db_option` is ``--db``; without it (and without ``--db-secret``) the flow reads
     ``DRIFT_AUDIT_DB_URL`` from `environ`, which is checked instead."""
     env = os.environ if environ is None else environ
-    listing = discover_drops(request.registry)  # exists and is a folder
-    request.scope.drops(listing.drops)  # --week has a drop; a backfill range holds drops
+    drops = check_registry(request)  # a folder that exists, or a remote registry that answers
+    if drops is not None:
+        request.scope.drops(drops)  # --week has a drop; a backfill range holds drops
     check_out_dir(request.out_dir)
     check_custom_modules(request.options.custom_modules)
     check_email(request.email, env)
@@ -57,6 +59,27 @@ def check_request(
         check_url(env[DB_URL_ENV], DB_URL_ENV)
     if request.options.methods is not None:
         chosen_methods(request.options.methods)
+
+
+def check_registry(request: AuditRequest) -> tuple[SourceDrop, ...] | None:
+    """The drops of the registry, listed from metadata (a folder's, or a remote registry's: an
+    unreachable store, wrong credentials or an unknown model answer here, in one line). A URI holding
+    a password is refused before Prefect stores it as a parameter. None when the listing needs the
+    flow: a Prefect credentials block (``--storage-block``), or the database (``mlflow://name@alias``)."""
+    from audit.sources import parse_registry, refuse_password
+    from flows.sources import source_for
+
+    location = parse_registry(str(request.registry))
+    source = request.source
+    if source.mlflow_tracking_uri is not None:
+        refuse_password(source.mlflow_tracking_uri, "--mlflow-tracking-uri")
+    if source.storage_block is not None:
+        check_block_name(source.storage_block, "--storage-block")
+        return None
+    if location.alias is not None:
+        return None
+    found = source_for(str(request.registry), mlflow_tracking_uri=source.mlflow_tracking_uri)
+    return found.list_drops().drops
 
 
 def check_out_dir(out_dir: Path) -> None:

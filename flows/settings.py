@@ -22,8 +22,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.schedule import drops_in_range
-from audit.types import AuditError, Drop
+from audit.schedule import D, drops_in_range
+from audit.types import AuditError
 
 #: Where `drift-audit run` writes its reports (and, by default, its SQLite database).
 DEFAULT_OUT_DIR = "drift-audit-output"
@@ -45,7 +45,7 @@ class DropScope:
     to_week: dt.date | None = None
     redo: bool = False
 
-    def drops(self, drops: tuple[Drop, ...]) -> tuple[Drop, ...]:
+    def drops(self, drops: tuple[D, ...]) -> tuple[D, ...]:
         """The drops of this scope among `drops` (oldest first), before the database is asked which
         already have figures; an `AuditError` naming the registry's drops when none matches."""
         if self.week is not None and (self.from_week is not None or self.to_week is not None):
@@ -132,18 +132,33 @@ class RunnerChoice:
 
 
 @dataclass(frozen=True)
+class SourceOptions:
+    """How a remote registry is reached (README, "Where models come from"): names, never secrets.
+
+    `mlflow_tracking_uri`: the MLflow server of an ``mlflow://`` registry (None: ``MLFLOW_TRACKING_URI``;
+    one holding a password is refused). `storage_block`: a Prefect AwsCredentials / GcpCredentials
+    block for ``s3://`` / ``gs://`` (None: the standard environment)."""
+
+    mlflow_tracking_uri: str | None = None
+    storage_block: str | None = None
+
+
+@dataclass(frozen=True)
 class AuditRequest:
     """One audit run as the command line asks for it, before any of it is checked or run."""
 
-    registry: Path
+    #: A folder, or ``s3://``, ``gs://``, ``file://``, ``mlflow://`` (`audit.sources.parse_registry`).
+    registry: Path | str
     out_dir: Path = Path(DEFAULT_OUT_DIR)
-    #: Name stored with the figures (None: the registry folder's name).
+    #: Name stored with the figures (None: the registry folder's or prefix's name, or the
+    #: registered model's).
     model_name: str | None = None
     #: Name of the Prefect Secret block holding the database URL (`flows.database`); a name, not a secret.
     db_secret: str | None = None
     scope: DropScope = field(default_factory=DropScope)
     options: MethodOptions = field(default_factory=MethodOptions)
     email: EmailParameters = field(default_factory=EmailParameters)
+    source: SourceOptions = field(default_factory=SourceOptions)
 
     def flow_parameters(self) -> dict[str, object]:
         """The keyword arguments of the `weekly_audit` flow, as Prefect stores them (lists, strings)."""
@@ -155,6 +170,7 @@ class AuditRequest:
             **_fields(self.scope),
             **_fields(self.options),
             **_fields(self.email),
+            **_fields(self.source),
         }
         return {name: list(value) if isinstance(value, tuple) else value for name, value in flat.items()}
 

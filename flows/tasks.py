@@ -38,12 +38,13 @@ from audit.input_drift import assess_input_drift, summarize_inputs
 from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
 from audit.model_formats import model_content_hash
 from audit.performance import assess_performance
-from audit.registry import RegistryListing, discover_drops
 from audit.schedule import missing_weeks, stale_comparisons
+from audit.sources import parse_registry
 from audit.types import (
     AuditError,
     DriftConfig,
     Drop,
+    DropProvenance,
     DropVerdict,
     MethodOutcome,
     ModelEvaluation,
@@ -53,6 +54,7 @@ from audit.types import (
 from audit.verdict import explain
 from flows.method_tasks import DropInputs, FrozenModel, remember_model
 from flows.settings import DropScope, ReportPublishing
+from flows.sources import Catalog, SourceDrop, SourceListing, StagedDrop, source_for
 from reports.render import render_outputs, write_report
 from reports.rendered import RenderedReport
 from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
@@ -121,18 +123,55 @@ def upgrade_database_task(db_url: str) -> None:
     upgrade_database(engine_for(db_url))
 
 
-@task(name="discover", cache_policy=NO_CACHE)
-def discover_task(registry: Path) -> RegistryListing:
+@task(name="list-drops", cache_policy=NO_CACHE, **IO_RETRIES)
+def catalog_task(
+    db_url: str,
+    model_name: str,
+    registry: str,
+    cache: Path,
+    mlflow_tracking_uri: str | None = None,
+    storage_block: str | None = None,
+) -> Catalog:
+    """The drops of the registry (a folder, an object store or an MLflow registered model), listed
+    from metadata only; nothing is downloaded yet (`stage_task`)."""
     logger = get_run_logger()
-    listing = discover_drops(registry)
+    held: set[int] = set()
+    alias = parse_registry(registry).alias
+    if alias is not None:  # MLflow keeps only an alias's current holder: earlier ones are ours
+        with Session(engine_for(db_url)) as session:
+            held = reads.alias_versions(session, model_name, alias)
+    source = source_for(
+        registry, mlflow_tracking_uri=mlflow_tracking_uri, storage_block=storage_block, held_versions=held
+    )
+    listing = source.list_drops()
     for skipped in listing.skipped:
+        logger.warning("skipped %s: %s", skipped.where, skipped.reason)
+    logger.info("found %d drop(s) in %s", len(listing.drops), source.uri)
+    return Catalog(source, listing, cache)
+
+
+@task(name="stage", cache_policy=NO_CACHE, **IO_RETRIES)
+def stage_task(catalog: Catalog, drop: SourceDrop) -> StagedDrop:
+    """The drop in a local folder: a local registry's folder as is, a remote drop downloaded into
+    ``<out>/.cache/sources`` unless the same content was staged before."""
+    staged = catalog.stage(drop)
+    logger = get_run_logger()
+    for skipped in staged.skipped:
         logger.warning("skipped %s: %s", skipped.path, skipped.reason)
-    logger.info("found %d drop(s) in %s", len(listing.drops), registry)
-    return listing
+    if drop.local is None:
+        fetched = (
+            f"downloaded {staged.files_downloaded} file(s), {staged.bytes_downloaded} bytes"
+            if staged.files_downloaded
+            else "staged before with the same content: nothing downloaded"
+        )
+        logger.info("%s: %s from %s to %s", drop.week, fetched, drop.location, staged.drop.path)
+    return staged
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_task(db_url: str, model_name: str, listing: RegistryListing, scope: DropScope) -> tuple[Drop, ...]:
+def plan_task(
+    db_url: str, model_name: str, listing: SourceListing, scope: DropScope
+) -> tuple[SourceDrop, ...]:
     """The drops to audit, oldest first: just the re-audited ``scope.week``, or the drops of the
     scope's range (default: all) without current figures, or with ``scope.redo`` every one of them."""
     in_scope = scope.drops(listing.drops)
@@ -162,14 +201,15 @@ def stale_comparisons_task(db_url: str, model_name: str, audited: Sequence[dt.da
 
 
 @task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
-def start_run_task(db_url: str, model_name: str, drop: Drop, flow_run_id: str | None) -> int:
+def start_run_task(db_url: str, model_name: str, drop: SourceDrop, flow_run_id: str | None) -> int:
     with Session(engine_for(db_url)) as session, session.begin():
         return writes.start_run(
             session,
             model_name=model_name,
             week=drop.week,
-            model_path=drop.model_path,
+            model_path=drop.local.model_path if drop.local is not None else drop.location,
             flow_run_id=flow_run_id,
+            provenance=drop.provenance,
         )
 
 
@@ -219,7 +259,7 @@ def evaluate_task(loaded: LoadedDrop) -> ModelEvaluation | None:
 
 @task(name="frozen-set-model", cache_policy=NO_CACHE, **IO_RETRIES)
 def frozen_model_task(
-    db_url: str, model_name: str, loaded: LoadedDrop, inputs: DropInputs, listing: RegistryListing
+    db_url: str, model_name: str, loaded: LoadedDrop, inputs: DropInputs, catalog: Catalog
 ) -> FrozenModel | None:
     """The previous drop's model, checked to take this week's eval sample (the frozen-set comparison).
 
@@ -232,14 +272,15 @@ def frozen_model_task(
         return None
     with Session(engine_for(db_url)) as session:
         previous_week = reads.previous_week(session, model_name, week)
-    previous = next((drop for drop in listing.drops if drop.week == previous_week), None)
-    if previous_week is None or previous is None:
+    listed = None if previous_week is None else catalog.find(previous_week)
+    if previous_week is None or listed is None:
         if previous_week is not None:
             logger.warning(
                 "%s: previous drop %s is not in the registry: no frozen-set comparison", week, previous_week
             )
         return None
     try:
+        previous = catalog.stage(listed).drop  # a remote drop: its staged copy (downloaded once)
         content_hash = model_content_hash(previous.model_path)
         model = load_model(
             previous.model_path,
@@ -279,6 +320,7 @@ def store_task(
     frozen: ModelImportances | None = None,
     evaluation: ModelEvaluation | None = None,
     frozen_evaluation: ModelEvaluation | None = None,
+    provenance: DropProvenance | None = None,
 ) -> None:
     """Store the drop's figures, its evaluations and its eval sample's per-feature summaries."""
     sample = loaded.sample
@@ -301,6 +343,7 @@ def store_task(
             evaluation=evaluation,
             frozen_evaluation=frozen_evaluation,
             input_summaries=summaries,
+            provenance=provenance,
         )
 
 

@@ -29,11 +29,10 @@ from prefect.states import Failed
 
 from audit.config import read_drop_config
 from audit.loading import LoadedDrop
-from audit.registry import RegistryListing
+from audit.sources import SourceKind, parse_registry, refuse_password
 from audit.types import (
     AuditError,
     DriftConfig,
-    Drop,
     DropVerdict,
     Importance,
     MethodOutcome,
@@ -61,11 +60,13 @@ from flows.settings import (
     EmailParameters,
     MethodOptions,
     ReportPublishing,
+    SourceOptions,
     check_report_url,
 )
+from flows.sources import STAGING_DIR, Catalog, SourceDrop
 from flows.tasks import (
+    catalog_task,
     compare_task,
-    discover_task,
     evaluate_task,
     frozen_model_task,
     latest_week_task,
@@ -73,6 +74,7 @@ from flows.tasks import (
     plan_task,
     record_failure_task,
     render_task,
+    stage_task,
     stale_comparisons_task,
     start_run_task,
     store_task,
@@ -85,11 +87,13 @@ from reports.rendered import RenderedReport
 class AuditTarget:
     """Where a run reads and writes: the registry, the database, the reports, and the model's name."""
 
-    registry: Path
+    #: A folder, or an ``s3://``, ``gs://``, ``file://`` or ``mlflow://`` URI (`flows.sources`).
+    registry: str
     #: Resolved by `flows.database.flow_database_url`; kept out of repr: it may hold a password.
     db_url: str = field(repr=False)
     out_dir: Path
     model_name: str
+    source: SourceOptions = field(default_factory=SourceOptions)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,15 @@ class AuditResult:
     verdict: DropVerdict | None = None
 
 
+def default_model_name(registry: str) -> str:
+    """The model name stored by default: a folder's name, a prefix's last segment, or the
+    registered model's name."""
+    location = parse_registry(registry)
+    if location.kind is SourceKind.LOCAL:
+        return Path(location.path).resolve().name
+    return location.default_model_name
+
+
 def one_line(error: BaseException) -> str:
     """An exception as one line: the message of an `AuditError`, else type and message."""
     text = " ".join(str(error).split())
@@ -226,18 +239,24 @@ def weekly_audit(
     db_secret: str | None = None,
     report_url: str | None = None,
     attach_report: bool = False,
+    mlflow_tracking_uri: str | None = None,
+    storage_block: str | None = None,
 ) -> AuditResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
     Parameters
     ----------
-    registry : folder of drops (see README, "The registry").
+    registry : where the drops are (README, "Where models come from"): a folder of drops (the
+        registry contract), ``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///path``, or
+        ``mlflow://<registered model>[@alias]``; remote drops are staged under
+        ``<out_dir>/.cache/sources``.
     db_url : SQLAlchemy URL without a password (one with a password is refused: Prefect stores
         parameters with the run). None: the Secret block `db_secret`, else ``$DRIFT_AUDIT_DB_URL``,
         else a SQLite file in `out_dir` (`flows.database`).
     out_dir : reports land in ``<out_dir>/<week>/report.html``.
     week : audit only this drop, replacing its stored figures.
-    model_name : name stored with the figures; default the registry folder's name.
+    model_name : name stored with the figures; default the registry folder's (or prefix's) last
+        segment, or the registered model's name.
     methods : method names to run (default: all registered).
     random_state : seed of every randomised method.
     trust_model_code : allow model files that embed Python code (Keras safe_mode off).
@@ -255,14 +274,20 @@ def weekly_audit(
         ``<report_url>/<week>/report.html`` first. Without it the e-mail attaches report.html.
     attach_report : attach report.html to the e-mail also when `report_url` is given (some mail
         gateways strip HTML attachments, others links).
+    mlflow_tracking_uri : the MLflow tracking server of an ``mlflow://`` registry (default
+        ``MLFLOW_TRACKING_URI``); its token comes from ``MLFLOW_TRACKING_TOKEN``, never from here.
+    storage_block : name of a Prefect AwsCredentials / GcpCredentials block for an object store
+        (default: the standard environment, AWS_* or GOOGLE_APPLICATION_CREDENTIALS).
     """
+    if mlflow_tracking_uri is not None:  # a flow parameter, stored by Prefect: no password in it
+        refuse_password(mlflow_tracking_uri, "--mlflow-tracking-uri")
     check_report_url(report_url)  # a report URL that is not http(s) fails before anything is audited
-    registry_path = Path(registry)
     target = AuditTarget(
-        registry=registry_path,
+        registry=registry,
         db_url=flow_database_url(db_url, db_secret, out_dir),
         out_dir=Path(out_dir),
-        model_name=model_name or registry_path.resolve().name,
+        model_name=model_name or default_model_name(registry),
+        source=SourceOptions(mlflow_tracking_uri, storage_block),
     )
     scope = DropScope(week, from_week, to_week, redo)
     options = MethodOptions(_tuple(methods), random_state, trust_model_code, tuple(custom_modules or ()))
@@ -284,14 +309,22 @@ def _audit_registry(
     """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
     weeks that follow them, render the newest report, publish and e-mail it."""
     upgrade_database_task(target.db_url)
-    listing = discover_task(target.registry)
-    pending = plan_task(target.db_url, target.model_name, listing, scope)
+    cache = (target.out_dir / STAGING_DIR).resolve()
+    catalog = catalog_task(
+        target.db_url,
+        target.model_name,
+        target.registry,
+        cache,
+        target.source.mlflow_tracking_uri,
+        target.source.storage_block,
+    )
+    pending = plan_task(target.db_url, target.model_name, catalog.listing, scope)
     progress.drops_planned([drop.week for drop in pending])
-    drops = [_audit_and_compare(target, drop, listing, settings) for drop in pending]
+    drops = [_audit_and_compare(target, drop, catalog, settings) for drop in pending]
     audited = tuple(outcome.audit.week for outcome in drops if outcome.audit.error is None)
-    again = _compare_again(target, listing, audited)
+    again = _compare_again(target, catalog, audited)
     compared = [*(outcome.comparison for outcome in drops if outcome.comparison is not None), *again]
-    report = _render_newest(target, listing, scope.week, audited, {c.week: c for c in compared}, publishing)
+    report = _render_newest(target, catalog, scope.week, audited, {c.week: c for c in compared}, publishing)
     if report.report_input is not None:
         _publish_artifacts(target.model_name, report.report_input, report.path)
     email_error = _email_report(target.db_url, report.rendered, report.path, email)
@@ -307,7 +340,7 @@ def _audit_registry(
 
 
 def _failure_message(
-    pending: Sequence[Drop], drops: Sequence[DropOutcome], later: Sequence[WeekComparison]
+    pending: Sequence[SourceDrop], drops: Sequence[DropOutcome], later: Sequence[WeekComparison]
 ) -> str | None:
     """The run's failure message (None: nothing failed): each failure in the order it happened, the
     drops' then the later comparisons' (weeks compared again, the reported week).
@@ -353,28 +386,27 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _audit_and_compare(
-    target: AuditTarget, drop: Drop, listing: RegistryListing, settings: DropSettings
+    target: AuditTarget, drop: SourceDrop, catalog: Catalog, settings: DropSettings
 ) -> DropOutcome:
     """Audit one drop and, when that succeeded, compare it with the latest earlier audited drop."""
-    audit = _audit_drop(target, drop, listing, settings)
+    audit = _audit_drop(target, drop, catalog, settings)
     if audit.drift is None:
         return DropOutcome(audit)
     return DropOutcome(audit, _compare(target, drop.week, audit.drift))
 
 
-def _audit_drop(
-    target: AuditTarget, drop: Drop, listing: RegistryListing, settings: DropSettings
-) -> DropAudit:
-    """Audit one drop: its drift thresholds on success, else the one-line error (also stored with
-    its run)."""
+def _audit_drop(target: AuditTarget, drop: SourceDrop, catalog: Catalog, settings: DropSettings) -> DropAudit:
+    """Audit one drop (staging it first when it is remote): its drift thresholds on success, else the
+    one-line error (also stored with its run)."""
     db = target.db_url
     run_id = start_run_task(db, target.model_name, drop, flow_run.id)
     progress.drop_started(drop.week, settings.methods)
     try:
-        loaded = load_task(drop, settings.trust_model_code, settings.custom_modules)
+        staged = stage_task(catalog, drop)
+        loaded = load_task(staged.drop, settings.trust_model_code, settings.custom_modules)
         evaluation = evaluate_task(loaded)
         inputs = drop_inputs(loaded, settings.trust_model_code, settings.custom_modules)
-        frozen = frozen_model_task(db, target.model_name, loaded, inputs, listing)
+        frozen = frozen_model_task(db, target.model_name, loaded, inputs, catalog)
         scores = _score_drop(loaded, inputs, frozen, settings)
         store_task(
             db,
@@ -385,9 +417,12 @@ def _audit_drop(
             scores.frozen,
             evaluation=evaluation,
             frozen_evaluation=None if frozen is None else frozen.evaluation,
+            provenance=staged.provenance,
         )
     except Exception as error:  # recorded with the run and reported by the flow's final state
         message = one_line(error)
+        if drop.local is None and drop.location not in message:  # name the remote drop, not its copy
+            message = f"{drop.location}: {message}"
         record_failure_task(db, run_id, message)
         get_run_logger().error("%s: audit failed: %s", drop.week, message)
         progress.drop_finished(drop.week, "failed")
@@ -450,17 +485,17 @@ def _compare(target: AuditTarget, week: dt.date, drift_config: DriftConfig) -> W
 
 
 def _compare_again(
-    target: AuditTarget, listing: RegistryListing, audited: Sequence[dt.date]
+    target: AuditTarget, catalog: Catalog, audited: Sequence[dt.date]
 ) -> tuple[WeekComparison, ...]:
     """Compare again the already-audited weeks that follow a week audited in this run (a backfilled
     gap or a re-audit changed their previous drop)."""
     stale = stale_comparisons_task(target.db_url, target.model_name, audited) if audited else ()
-    return tuple(_compare(target, later, _drift_config(listing, later)) for later in stale)
+    return tuple(_compare(target, later, _drift_config(catalog, later)) for later in stale)
 
 
 def _render_newest(
     target: AuditTarget,
-    listing: RegistryListing,
+    catalog: Catalog,
     week: dt.date | None,
     audited: Sequence[dt.date],
     compared: Mapping[dt.date, WeekComparison],
@@ -481,7 +516,7 @@ def _render_newest(
     made_here = None
     comparison = compared.get(report_week)
     if comparison is None:
-        comparison = made_here = _compare(target, report_week, _drift_config(listing, report_week))
+        comparison = made_here = _compare(target, report_week, _drift_config(catalog, report_week))
     if comparison.report_input is None:
         get_run_logger().warning("%s: not compared: no report written", report_week)
         return NewestReport(comparison=made_here)
@@ -489,13 +524,14 @@ def _render_newest(
     return NewestReport(comparison.report_input, rendered, path, comparison=made_here)
 
 
-def _drift_config(listing: RegistryListing, week: dt.date) -> DriftConfig:
-    """The ``[drift]`` thresholds of the drop of `week` (defaults when it is gone or has none)."""
-    drop = next((d for d in listing.drops if d.week == week), None)
-    if drop is None:
+def _drift_config(catalog: Catalog, week: dt.date) -> DriftConfig:
+    """The ``[drift]`` thresholds of the drop of `week` (defaults when it is gone or has none); a
+    remote drop is staged for its ``audit.toml`` (nothing is downloaded when it was staged before)."""
+    listed = catalog.find(week)
+    if listed is None:
         return DriftConfig()
     try:
-        return read_drop_config(drop.config_path).drift
+        return read_drop_config(catalog.stage(listed).drop.config_path).drift
     except AuditError as error:
         get_run_logger().warning("%s; default drift thresholds used", error)
         return DriftConfig()

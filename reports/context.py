@@ -96,6 +96,7 @@ def build_context(
         evaluation=current.evaluation,
         ig_check=integrated_gradients_check(current),
         copies=tuple(copy.label for copy in current.copies),
+        provenance=current.provenance,
         charts=tuple(numbers.charts),
         overview=overview,
         overview_methods=() if assessment is None else overview_methods(assessment),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from audit.types import ModelEvaluation, PerformanceDrift
+from audit.types import DropProvenance, ModelEvaluation, PerformanceDrift
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,9 @@ class ReportContext:
     ig_check: IntegratedGradientsCheck | None = None
     #: File names of the drop's reseeded copies of the model.
     copies: tuple[str, ...] = ()
-    #: Every chart, in the order the document shows them.
+    #: Where a drop staged from an object store or MLflow came from (None: a local folder).
+    provenance: DropProvenance | None = None
+    #: Every chart, in the order the document shows them (the email's image parts).
     charts: tuple[Chart, ...] = ()
     #: The overview: one row per feature, changed features first, then by consensus rank.
     overview: tuple[OverviewRow, ...] = ()

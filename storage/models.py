@@ -126,6 +126,15 @@ class AuditRun(Base):
     frozen_eval_loss_se: Mapped[float | None] = mapped_column(Float)
     frozen_eval_metric: Mapped[float | None] = mapped_column(Float)
     report_path: Mapped[str | None] = mapped_column(Text)
+    #: Where a drop staged from a remote source came from (revision 0007; NULL for local folders):
+    #: its URI (``s3://...``, ``mlflow://<name>/<version>``), the staged copy's content key, the
+    #: MLflow version, its run and the aliases it held, and each object's ETag (a JSON object).
+    source_uri: Mapped[str | None] = mapped_column(Text)
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+    source_etags: Mapped[str | None] = mapped_column(Text)
+    mlflow_version: Mapped[int | None] = mapped_column(Integer)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_aliases: Mapped[str | None] = mapped_column(Text)
 
     drop: Mapped[ModelDrop] = relationship(back_populates="runs")
 

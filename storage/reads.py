@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from audit.types import (
     AuditSummary,
+    DropProvenance,
     DropVerdict,
     FeatureSummary,
     Importance,
@@ -120,6 +121,37 @@ def _succeeded_runs(model_name: str) -> Select[AuditRun]:
     )
 
 
+def _provenance(run: AuditRun) -> DropProvenance | None:
+    """The stored provenance of `run`, None for a drop of a local folder (or audited before 0007)."""
+    if run.source_uri is None:
+        return None
+    return DropProvenance(
+        source_uri=run.source_uri,
+        content_hash=run.source_hash or "",
+        mlflow_version=run.mlflow_version,
+        mlflow_run_id=run.mlflow_run_id,
+        mlflow_aliases=tuple(alias for alias in (run.mlflow_aliases or "").split(",") if alias),
+        etags=json.loads(run.source_etags) if run.source_etags else {},
+    )
+
+
+def alias_versions(session: Session, model_name: str, alias: str) -> set[int]:
+    """MLflow versions of `model_name` that earlier runs saw holding `alias` (MLflow itself keeps only
+    the alias's current holder): what ``mlflow://name@alias`` audits besides that holder."""
+    rows = session.execute(
+        select(AuditRun.mlflow_version, AuditRun.mlflow_aliases)
+        .join(ModelDrop, AuditRun.drop_id == ModelDrop.id)
+        .where(
+            ModelDrop.model_name == model_name,
+            AuditRun.mlflow_version.is_not(None),
+            AuditRun.mlflow_aliases.is_not(None),
+        )
+    )
+    return {
+        version for version, aliases in rows if version is not None and alias in (aliases or "").split(",")
+    }
+
+
 def _summary(session: Session, run: AuditRun) -> AuditSummary:
     drop = run.drop
     rows = session.scalars(
@@ -156,6 +188,7 @@ def _summary(session: Session, run: AuditRun) -> AuditSummary:
         evaluation=_evaluation(run),
         frozen_evaluation=_frozen_evaluation(run),
         input_summaries=_input_summaries(session, run.id),
+        provenance=_provenance(run),
         outcomes=outcomes,
         copies=tuple(model for kind, model in extra if kind is ModelKind.COPY),
         frozen=next((model for kind, model in extra if kind is ModelKind.FROZEN), None),

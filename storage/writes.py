@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from audit.types import (
     DriftAssessment,
+    DropProvenance,
     FeatureAssessment,
     FeatureDrift,
     FeatureSummary,
@@ -98,11 +99,20 @@ _FIGURE_TABLES = (
 
 
 def start_run(
-    session: Session, *, model_name: str, week: dt.date, model_path: Path, flow_run_id: str | None = None
+    session: Session,
+    *,
+    model_name: str,
+    week: dt.date,
+    model_path: Path | str,
+    flow_run_id: str | None = None,
+    provenance: DropProvenance | None = None,
 ) -> int:
     """Create (or find) the drop's row and a new ``running`` run for it; returns the run id.
 
-    Safe when another process starts a run of the same drop at the same time: both get the one row.
+    `model_path` is the model file, or the URI of a remote drop not staged yet; `provenance` (a
+    remote drop) is what its listing told, so a run that fails while staging still says where the
+    drop came from. Safe when another process starts a run of the same drop at the same time: both
+    get the one row.
     """
     drop_id = _drop_id(session, model_name, week)
     if drop_id is None:
@@ -111,9 +121,22 @@ def start_run(
         if drop_id is None:  # pragma: no cover - the row was just inserted or found
             raise RuntimeError(f"model_drops row of {model_name} {week} vanished after its insert")
     run = AuditRun(drop_id=drop_id, status=RunStatus.RUNNING.value, flow_run_id=flow_run_id)
+    _set_provenance(run, provenance)
     session.add(run)
     session.flush()
     return run.id
+
+
+def _set_provenance(run: AuditRun, provenance: DropProvenance | None) -> None:
+    """The provenance columns of `run` (revision 0007); None leaves them as they are."""
+    if provenance is None:
+        return
+    run.source_uri = provenance.source_uri
+    run.source_hash = provenance.content_hash or None
+    run.source_etags = json.dumps(dict(provenance.etags), sort_keys=True) if provenance.etags else None
+    run.mlflow_version = provenance.mlflow_version
+    run.mlflow_run_id = provenance.mlflow_run_id
+    run.mlflow_aliases = ",".join(provenance.mlflow_aliases) or None
 
 
 def _drop_id(session: Session, model_name: str, week: dt.date) -> int | None:
@@ -122,7 +145,7 @@ def _drop_id(session: Session, model_name: str, week: dt.date) -> int | None:
     ).one_or_none()
 
 
-def _insert_drop(session: Session, model_name: str, week: dt.date, model_path: Path) -> None:
+def _insert_drop(session: Session, model_name: str, week: dt.date, model_path: Path | str) -> None:
     """INSERT the drop's row unless it exists: a concurrent insert of the same (model, week) waits
     for the other transaction and then does nothing (PostgreSQL, SQLite: ON CONFLICT DO NOTHING)."""
     values = {"model_name": model_name, "week": week, "path": str(model_path), "created_at": utc_now()}
@@ -174,8 +197,11 @@ def record_success(
     evaluation: ModelEvaluation | None = None,
     frozen_evaluation: ModelEvaluation | None = None,
     input_summaries: Sequence[FeatureSummary] = (),
+    provenance: DropProvenance | None = None,
 ) -> None:
     """Store a finished audit's figures and make them the drop's current ones.
+
+    `provenance` says where a drop staged from a remote source came from (None: a local folder).
 
     `copies` (the drop's reseeded models) and `frozen` (the previous drop's model on this drop's
     eval sample) are stored beside the primary model's figures, labelled by `ModelImportances.label`.
@@ -242,6 +268,7 @@ def record_success(
     run.eval_sampling_seed = eval_sampling_seed
     _set_evaluation(run, evaluation, frozen_evaluation)
     _insert(session, FeatureSummaryRow, [_summary_row(run_id, i, s) for i, s in enumerate(input_summaries)])
+    _set_provenance(run, provenance)
     run.status = RunStatus.SUCCEEDED.value
     run.finished_at = utc_now()
 

@@ -47,3 +47,23 @@ def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
     timeout = getattr(request.module, "PREFECT_STARTUP_TIMEOUT", 120)
     with prefect_test_harness(server_startup_timeout=timeout):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """moto's S3 server on 127.0.0.1 with IAM authentication on (tests/servers.py), one per session,
+    started when a test first asks for it."""
+    from tests.servers import s3_server as start
+
+    with start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """``mlflow server`` (SQLite backend, local artifact root) on 127.0.0.1, one per session, started
+    when a test first asks for it (it takes 20 s to over a minute to migrate its database)."""
+    from tests.servers import mlflow_server as start
+
+    with start(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
