@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/drift-audit demo
 
+# The suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in this one). Each test file goes whole
+# to one worker, so its module fixtures (trained models, audited databases) are built once, and
+# files with a `slow` test are handed out first (tests/conftest.py) so the short ones fill the end.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # tests/test_report_browser.py renders report.html in headless Chromium. Install Debian's `chromium`
 # (about 350 MB with its libraries; 23 s here, apt-get update included) when it is missing and we are

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from flows.sources import source_for  # noqa: E402
 from tests.helpers import mlp_ignoring  # noqa: E402
-from tests.servers import s3_server  # noqa: E402
 from tests.source_checks import s3_client  # noqa: E402
+from tests.source_servers import s3_server  # noqa: E402
 
 BUCKET = "bench-models"
 PREFIX = "pm25"

@@ -15,6 +15,9 @@ os.environ.setdefault("KERAS_HOME", str(_STATE_DIR / "keras"))
 os.environ.setdefault("MPLCONFIGDIR", str(_STATE_DIR / "matplotlib"))
 os.environ["PREFECT_HOME"] = str(_STATE_DIR / "prefect")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# No flow run may start Prefect's own temporary server (about 15 s each time): flow runs go to the
+# shared `prefect_harness` below, and a test that forgets it fails at once with "No Prefect API URL".
+os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -29,6 +32,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.databases import BACKENDS, fresh_database  # noqa: E402
+from tests.servers import PrefectServer, prefect_cli_server  # noqa: E402
 
 
 @pytest.fixture(params=BACKENDS)
@@ -38,22 +42,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A temporary Prefect server for one test module's flow runs. A module whose server starts
-    beside heavy work sets ``PREFECT_STARTUP_TIMEOUT`` (seconds; 120 otherwise)."""
+#: Seconds a shared server may take to answer: it starts beside heavy work (TensorFlow training in
+#: this worker or the other one on 2 cores), so well above its quiet-machine 15 s.
+SERVER_STARTUP_TIMEOUT = 300
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    """Prefect's test server (its own temporary SQLite database) for every flow run of the test run;
+    started by the first test that asks for it; with pytest-xdist one per worker. Yields its API
+    URL, for a subprocess that must reach it (set PREFECT_API_URL in its environment).
+
+    The server holds the runs, artifacts, logs and blocks of every earlier test: a test that reads
+    them back filters by its own flow run ids or names, never counts on an empty server."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    timeout = getattr(request.module, "PREFECT_STARTUP_TIMEOUT", 120)
-    with prefect_test_harness(server_startup_timeout=timeout):
-        yield
+    with prefect_test_harness(server_startup_timeout=SERVER_STARTUP_TIMEOUT):
+        yield str(PREFECT_API_URL.value())
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[object]:
-    """moto's S3 server on 127.0.0.1 with IAM authentication on (tests/servers.py), one per session,
+    """moto's S3 server on 127.0.0.1 with IAM authentication on (tests/source_servers.py), one per session,
     started when a test first asks for it."""
-    from tests.servers import s3_server as start
+    from tests.source_servers import s3_server as start
 
     with start() as server:
         yield server
@@ -63,7 +76,29 @@ def s3_server() -> Iterator[object]:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """``mlflow server`` (SQLite backend, local artifact root) on 127.0.0.1, one per session, started
     when a test first asks for it (it takes 20 s to over a minute to migrate its database)."""
-    from tests.servers import mlflow_server as start
+    from tests.source_servers import mlflow_server as start
 
     with start(tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`prefect server start` in a subprocess, as a user runs it (its own PREFECT_HOME, a free
+    loopback port, the scheduler off), for tests that drive Prefect through its command line:
+    deployments, work pools, workers. Shared by the test run: each test uses its own work pool
+    and deployment names."""
+    folder = tmp_path_factory.mktemp("prefect-server")
+    with prefect_cli_server(folder, timeout=SERVER_STARTUP_TIMEOUT) as server:
+        yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files with a `slow` test first, each file's tests kept together and in order.
+
+    `make test` hands whole files to two worker processes in this order: the long files start at
+    once and the short ones fill in at the end, instead of one worker finishing alone on the
+    drift benchmark while the other idles.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within a file holds

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 import sqlalchemy as sa
+
+# free_port lives with the servers (tests/servers.py, imported by conftest without Keras); the tests
+# that import it from here keep working.
+from tests.servers import free_port as free_port
 
 
 def linear_model(weights: Sequence[float], bias: float = 0.0) -> keras.Model:
@@ -94,10 +97,3 @@ def table_counts(engine: sa.Engine) -> dict[str, int]:
         return {
             name: connection.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one() for name in names
         }
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server a test starts)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

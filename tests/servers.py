@@ -1,235 +1,157 @@
-"""Real servers on 127.0.0.1 for the source tests: a local S3 (moto's server mode, with IAM
-authentication on), an MLflow tracking server (SQLite backend, proxied artifact store), and a small
-HTTP proxy that makes that MLflow server require a bearer token.
+"""Real servers the tests talk to over 127.0.0.1, each started once per test run and shared.
 
-Each is started once per test session by the fixtures in tests/conftest.py, lazily (only when a
-test asks for it), and stopped at the end of the session.
+A server costs seconds to start (Prefect's: about 15 s of CPU on 2 cores) and nothing to keep, so
+every server is a session-scoped fixture in tests/conftest.py: started lazily by the first test that
+asks for it, stopped when the run ends. Under pytest-xdist a session is one worker process, so each
+worker starts its own (no locks, no port to agree on, and a worker's crash takes only its server).
+
+To add one (an MLflow tracking server, moto's S3 server, a webhook receiver, ...):
+
+- a command-line server: a session fixture in conftest.py that yields from `process_server`, with
+  the command, the health path and an environment that keeps the developer's own settings out;
+- a library's in-process server (aiosmtpd's `Controller`, moto's `ThreadedMotoServer`): a session
+  fixture that starts it on `free_port()` and stops it after the `yield`.
+
+Tests that share a server keep out of each other's way by name, never by emptiness: their own flow
+run ids, work pool, bucket, experiment or mailbox, so any test order and any worker count holds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
-import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import free_port
-
-#: How long a server may take to answer after it was started (the MLflow server migrates its SQLite
-#: database first: about 20 s on an idle 2-core machine, over a minute on a loaded one).
-STARTUP_TIMEOUT = 240.0
-REGION = "us-east-1"
+import httpx
 
 
-@dataclass
-class S3Server:
-    """moto's S3 on 127.0.0.1 with IAM authentication on: only `key`/`secret` are accepted."""
-
-    endpoint: str
-    key: str
-    secret: str
-    #: Requests the server answered, "GET /bucket/key" (from its werkzeug request log).
-    requests: list[str] = field(default_factory=list)
-
-    def environment(self) -> dict[str, str]:
-        """The standard AWS variables a user would set for this server."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.key,
-            "AWS_SECRET_ACCESS_KEY": self.secret,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_DEFAULT_REGION": REGION,
-        }
-
-    def object_gets(self, bucket: str) -> list[str]:
-        """The GET requests for objects of `bucket` so far (listings, ``?list-type=2``, excluded)."""
-        prefix = f"GET /{bucket}/"
-        return [line for line in self.requests if line.startswith(prefix) and "list-type" not in line]
-
-
-class _RequestLog(logging.Handler):
-    """Collects werkzeug's access-log lines ("GET /path HTTP/1.1" 200) of the moto server."""
-
-    def __init__(self, into: list[str]) -> None:
-        super().__init__(logging.INFO)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        start, end = message.find('"'), message.rfind('"')
-        if 0 <= start < end:
-            self.into.append(message[start + 1 : end].rsplit(" HTTP/", 1)[0])
-
-
-@contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """moto's threaded server, an IAM user allowed s3:*, then authentication switched on."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    requests: list[str] = []
-    handler = _RequestLog(requests)
-    werkzeug = logging.getLogger("werkzeug")
-    werkzeug.addHandler(handler)
-    werkzeug.setLevel(logging.INFO)
-    werkzeug.propagate = False  # the access log is counted, not printed into every test's output
-    try:
-        admin = {
-            "endpoint_url": endpoint,
-            "aws_access_key_id": "bootstrap",
-            "aws_secret_access_key": "bootstrap",
-            "region_name": REGION,
-        }
-        iam = boto3.client("iam", **admin)
-        iam.create_user(UserName="drift-auditor")
-        allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
-        policy = {"Version": "2012-10-17", "Statement": [allow]}
-        arn = iam.create_policy(PolicyName="s3-all", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
-        iam.attach_user_policy(UserName="drift-auditor", PolicyArn=arn)
-        access = iam.create_access_key(UserName="drift-auditor")["AccessKey"]
-        # from now on every request must be signed by a known key with a policy that allows it
-        switch_on = urllib.request.Request(
-            f"{endpoint}/moto-api/reset-auth", b"0", headers={"Content-Type": "text/plain"}, method="POST"
-        )
-        urllib.request.urlopen(switch_on).close()
-        yield S3Server(endpoint, access["AccessKeyId"], access["SecretAccessKey"], requests)
-    finally:
-        werkzeug.removeHandler(handler)
-        server.stop()
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
-class MlflowServer:
-    """An MLflow tracking server: ``mlflow server`` with a SQLite backend and local artifact root."""
+class ProcessServer:
+    """A server process the tests share: its base URL, its port and the file its output goes to."""
 
     url: str
-    folder: Path
+    port: int
+    log: Path
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited ({process.returncode}): {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer within {STARTUP_TIMEOUT} s: {log.read_text()[-2000:]}")
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
+    """End `process` and everything it started (its own process group): TERM, then KILL."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):  # the group may outlive its leader (a flow run)
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=timeout)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log file ('' when it does not exist): for failure messages."""
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[MlflowServer]:
-    """``mlflow server`` on a free loopback port, in its own process group (killed with it)."""
+def process_server(
+    command: Sequence[str],
+    *,
+    health_path: str,
+    env: Mapping[str, str],
+    folder: Path,
+    timeout: float,
+    url_path: str = "",
+) -> Iterator[ProcessServer]:
+    """Run `command` (each `{port}` in it replaced by a free loopback port) in its own process
+    group, from `folder`, with its output in `folder`/server.log; yield once
+    `http://127.0.0.1:{port}{url_path}{health_path}` answers 200; stop the group afterwards.
+
+    A server that exits or does not answer within `timeout` seconds raises `RuntimeError` with the
+    end of its log.
+    """
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = folder / "mlflow-server.log"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--workers",
-        "1",
-    ]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    url = f"http://127.0.0.1:{port}{url_path}"
+    log = folder / "server.log"
+    folder.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+            [part.replace("{port}", str(port)) for part in command],
+            env=dict(env),
+            cwd=folder,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
-        _wait_until_up(url, process, log)
-        yield MlflowServer(url, folder)
+        _wait_until_healthy(Path(command[0]).name, f"{url}{health_path}", process, log, timeout)
+        yield ProcessServer(url, port, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
-@dataclass
-class TokenProxy:
-    """An HTTP proxy in front of a server that answers 401 unless ``Authorization: Bearer <token>``
-    (what a managed MLflow server does; the OSS server has no token auth of its own)."""
+def _wait_until_healthy(
+    name: str, health_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}:\n{tail(log)}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not answer {health_url} in {timeout:.0f} s:\n{tail(log)}")
 
-    url: str
-    token: str
-    #: The Authorization headers it saw (to check what the client sent).
-    seen: list[str] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A `prefect server start` process: its API URL, the environment for `prefect` commands and
+    workers that talk to it, and a folder for their logs."""
+
+    api_url: str
+    env: Mapping[str, str]
+    logs: Path
+
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 @contextlib.contextmanager
-def token_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
-    target = urllib.parse.urlsplit(upstream)
-    port = free_port()
-    proxy = TokenProxy(f"http://127.0.0.1:{port}", token)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-        def _forward(self) -> None:
-            authorization = self.headers.get("Authorization", "")
-            proxy.seen.append(authorization)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            if authorization != f"Bearer {token}":
-                payload = json.dumps(
-                    {"error_code": "UNAUTHENTICATED", "message": "401 Unauthorized: bearer token required"}
-                ).encode()
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
-            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-            connection.request(self.command, self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            self.send_response(response.status)
-            for name, value in response.getheaders():
-                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            connection.close()
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
+def prefect_cli_server(folder: Path, *, timeout: float) -> Iterator[PrefectServer]:
+    """`prefect server start` on a free loopback port with its own PREFECT_HOME in `folder`."""
+    # The user's own Prefect and drift-audit settings (a server, email recipients) stay out.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFT_AUDIT_"))}
+    env.update(
+        PREFECT_HOME=str(folder / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        # A deployment's schedule is stored but must not create runs a worker could take.
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        DO_NOT_TRACK="1",
+        # Background loops no test uses: less CPU for the flow runs on a small machine.
+        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
+        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED="false",
+    )
+    command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", "{port}"]
+    with process_server(
+        command, health_path="/health", url_path="/api", env=env, folder=folder, timeout=timeout
+    ) as server:
+        logs = folder / "logs"
+        logs.mkdir(exist_ok=True)
+        yield PrefectServer(server.url, {**env, "PREFECT_API_URL": server.url}, logs)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from storage.models import Base
 from storage.session import make_engine
-from tests.servers import REGION, S3Server
+from tests.source_servers import REGION, S3Server
 
 
 def s3_client(server: S3Server) -> object:

@@ -23,8 +23,6 @@ NAMES = ["temp", HOSTILE, "wind_speed", "unused"]
 METHODS = ["permutation", "weight_sum"]
 
 
-#: This module's Prefect test server starts beside heavy work: give it longer (conftest).
-PREFECT_STARTUP_TIMEOUT = 300
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 

@@ -1,25 +1,20 @@
 """The README's weekly set-up, done for real: a Prefect server, a process work pool, `prefect deploy`
 from prefect.yaml, `prefect deployment run`, and a worker that runs the audit to completion.
 
-Everything runs as the commands a user types, in subprocesses against a private server (its own
-PREFECT_HOME in tmp_path, a free loopback port). The server's scheduler service is off, so the
-Monday schedule is stored (and checked) but creates no runs; the server dies with the test, and
-with it every run it holds.
+Everything runs as the commands a user types, in subprocesses against a private server
+(`prefect_server` in tests/conftest.py: its own PREFECT_HOME, a free loopback port, shared by the
+test run). The server's scheduler service is off, so the Monday schedule is stored (and checked)
+but creates no runs; the server dies with the test run, and with it every run it holds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -27,15 +22,14 @@ import pytest
 import sqlalchemy as sa
 
 from storage.session import make_engine
-from tests.helpers import free_port, small_registry
+from tests.helpers import small_registry
+from tests.servers import PREFECT, PrefectServer, stop_process_group, tail
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 DEPLOYMENT = "weekly-audit/weekly-drift-audit"
 POOL = "drift-audit-pool"
 WEEKS = [dt.date(2024, 5, 6), dt.date(2024, 5, 13)]
 TIMEZONE = "Europe/Berlin"
-SERVER_START_SECONDS = 120.0
 COMMAND_SECONDS = 120.0
 FLOW_RUN_SECONDS = 240.0
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -43,87 +37,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 pytestmark = pytest.mark.slow
 
 
-@dataclass(frozen=True)
-class Server:
-    api_url: str
-    env: dict[str, str]
-    logs: Path
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """End `process` and everything it started (its own process group): TERM, then KILL."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):  # the group may outlive its leader (a flow run)
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=15)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """`prefect server start` on a free loopback port, with its own home; stopped at teardown."""
-    home = tmp_path / "prefect-home"
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    # The user's own Prefect and drift-audit settings (a server, email recipients) stay out.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFT_AUDIT_"))}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        # The deployment's Monday schedule is stored but must not create runs a worker could take.
-        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
-        DO_NOT_TRACK="1",
-        # Background loops this test does not use: less CPU for the flow run on a small machine.
-        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
-        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED="false",
-    )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with (logs / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_until_healthy(api_url, process, logs / "server.log")
-        yield Server(api_url, env, logs)
-    finally:
-        _stop(process)
-
-
-def _wait_until_healthy(api_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prefect server exited with status {process.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(
-        f"prefect server did not answer {api_url}/health in {SERVER_START_SECONDS:.0f} s:\n{_tail(log)}"
-    )
-
-
-def _prefect(server: Server, *args: str, env: dict[str, str] | None = None) -> str:
+def _prefect(server: PrefectServer, *args: str, env: dict[str, str] | None = None) -> str:
     """Run one `prefect` command against the test server from the repository root; its output."""
     result = subprocess.run(
         [PREFECT, "--no-prompt", *args],
@@ -142,7 +56,8 @@ def _param(name: str, value: object) -> Sequence[str]:
     return ("--param", f"{name}={value if isinstance(value, str) else json.dumps(value)}")
 
 
-def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) -> None:
+def test_deploy_run_and_work_the_weekly_audit(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    server = prefect_server
     registry = small_registry(tmp_path, WEEKS)
     out_dir = tmp_path / "out"
     db_url = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -189,7 +104,7 @@ def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) ->
     assert match is not None, f"no flow run id in:\n{output}"
     flow_run_id = match.group(0)
 
-    worker_log = server.logs / "worker.log"
+    worker_log = tmp_path / "worker.log"
     with worker_log.open("wb") as log:
         worker = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", POOL, "--run-once"],
@@ -204,8 +119,8 @@ def test_deploy_run_and_work_the_weekly_audit(server: Server, tmp_path: Path) ->
         state = _final_state(server.api_url, flow_run_id, worker)
         worker.wait(timeout=COMMAND_SECONDS)  # --run-once: the worker exits after its flow run
     finally:
-        _stop(worker)
-    assert state["type"] == "COMPLETED", f"flow run ended {state}:\n{_tail(worker_log, 80)}"
+        stop_process_group(worker)
+    assert state["type"] == "COMPLETED", f"flow run ended {state}:\n{tail(worker_log, 80)}"
 
     with make_engine(db_url).connect() as connection:
         runs = connection.execute(

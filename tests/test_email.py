@@ -789,7 +789,7 @@ def test_transient_smtp_reply_is_retried_by_prefect_and_delivers_once(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     certificate: Certificate,
-    prefect_harness: None,
+    prefect_harness: str,
 ) -> None:
     from prefect import flow
 
@@ -832,7 +832,7 @@ def test_cli_exit_code_when_the_email_fails_then_a_rerun_sends_one_copy(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    prefect_harness: None,
+    prefect_harness: str,
 ) -> None:
     import flows.weekly_audit
     from flows.cli import main
@@ -875,7 +875,7 @@ def test_cli_exit_code_when_the_email_fails_then_a_rerun_sends_one_copy(
     assert [row.status for row in deliveries(engine)].count("sent") == 1
 
 
-def test_settings_from_a_prefect_email_server_credentials_block(prefect_harness: None) -> None:
+def test_settings_from_a_prefect_email_server_credentials_block(prefect_harness: str) -> None:
     from prefect_email import EmailServerCredentials
 
     EmailServerCredentials(

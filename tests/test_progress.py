@@ -18,8 +18,6 @@ from tests.helpers import small_registry
 W1, W2 = dt.date(2026, 3, 2), dt.date(2026, 3, 9)
 
 
-#: This module's Prefect test server starts beside heavy work: give it longer (conftest).
-PREFECT_STARTUP_TIMEOUT = 300
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 

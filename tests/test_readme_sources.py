@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tests.servers import MlflowServer, S3Server
 from tests.source_checks import s3_client
+from tests.source_servers import MlflowServer, S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -1,5 +1,5 @@
 """Drops in an MLflow Model Registry (``--registry mlflow://<name>``) against a real ``mlflow server``
-on 127.0.0.1 (SQLite backend, local artifact root; tests/servers.py): one version per weekly drop,
+on 127.0.0.1 (SQLite backend, local artifact root; tests/source_servers.py): one version per weekly drop,
 the same figures as the same models in a folder, a later version audited alone, reseeded copies,
 aliases, and the bad inputs of docs/reliability.md (a token-protected server included)."""
 
@@ -23,8 +23,8 @@ from flows.sources import STAGING_DIR
 from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
 from tests.helpers import free_port, linear_model, mlp_ignoring, small_registry, table_counts
-from tests.servers import MlflowServer, token_proxy
 from tests.source_checks import assert_not_leaked, nothing_stored
+from tests.source_servers import MlflowServer, token_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -1,5 +1,5 @@
 """Drops in S3 (``--registry s3://bucket/prefix``) against a real S3 server on 127.0.0.1 (moto's
-server mode with IAM authentication on; tests/servers.py), read by s3fs: the same figures as the
+server mode with IAM authentication on; tests/source_servers.py), read by s3fs: the same figures as the
 same drops in a folder, nothing downloaded twice, and the bad inputs of docs/reliability.md."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from flows.sources import STAGING_DIR, source_for
 from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
 from tests.helpers import mlp_ignoring, small_registry, table_counts
-from tests.servers import S3Server
 from tests.source_checks import assert_not_leaked, nothing_stored, upload_registry
+from tests.source_servers import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

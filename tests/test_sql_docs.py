@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
@@ -34,14 +33,25 @@ def test_docs_hold_queries() -> None:
     assert len(_queries()) >= 6
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def audited_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A database filled by a real three-week audit whose features carry the demo's names."""
-    folder = tmp_path_factory.mktemp("sql-docs")
-    registry = small_registry(folder, WEEKS, n_features=4)
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three weekly drops whose features carry the demo's names (built once, audited per backend)."""
+    registry = small_registry(tmp_path_factory.mktemp("sql-docs"), WEEKS, n_features=4)
     for drop in registry.iterdir():
         (drop / "audit.toml").write_text('feature_names = ["pm2.5", "DEWP", "TEMP", "PRES"]\n')
-    with fresh_database(request.param, folder) as url, prefect_test_harness(server_startup_timeout=120):
+    return registry
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def audited_db(
+    request: pytest.FixtureRequest,
+    registry: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    prefect_harness: str,
+) -> Iterator[str]:
+    """A database filled by a real three-week audit of `registry`."""
+    folder = tmp_path_factory.mktemp("sql-docs-audit")
+    with fresh_database(request.param, folder) as url:
         result = weekly_audit(registry=str(registry), db_url=url, out_dir=str(folder / "out"))
         assert isinstance(result, AuditResult)
         yield url
