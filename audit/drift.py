@@ -745,7 +745,7 @@ def _evidence(drift: FeatureDrift) -> float:
 
 
 def _feature_reason(name: str, flagged: Sequence[FeatureDrift], n_methods: int, cause: Cause | None) -> str:
-    """E.g. "DEWP: permutation importance fell 71% (noise band +-18%), 3 of 4 methods agree"."""
+    """E.g. "DEWP: permutation importance fell 71% (noise band -15% to +18%), 3 of 4 methods agree"."""
     text = change_text(name, flagged, n_methods)
     if cause is Cause.MODEL:
         text += "; the previous model shows no such change on this week's data: the model changed"
@@ -757,13 +757,22 @@ def _feature_reason(name: str, flagged: Sequence[FeatureDrift], n_methods: int, 
 
 
 def change_text(name: str, flagged: Sequence[FeatureDrift], n_methods: int) -> str:
-    """What moved and how many methods agree, without its cause: `flagged` strongest first."""
+    """What moved and how many methods agree, without its cause: `flagged` strongest first. The
+    feature's own change and the band on it (`PlainBand`); without them (no detectable-change
+    search, or a previous value of 0) the centred change and its band."""
     strongest = flagged[0]
-    if strongest.value_changed and strongest.change is not None and strongest.band is not None:
+    if strongest.value_changed and strongest.plain_change is not None and strongest.plain_band is not None:
+        # the feature's own change, and the band said on it (the method's median move folded in)
+        moved = "rose" if strongest.plain_change > 0 else "fell"
+        what = (
+            f"{strongest.method} importance {moved} {abs(strongest.plain_change):.0%} "
+            f"(noise band {strongest.plain_band.describe()})"
+        )
+    elif strongest.value_changed and strongest.change is not None and strongest.band is not None:
         moved = "rose" if strongest.change > 0 else "fell"
         what = (
             f"{strongest.method} importance {moved} {abs(math.expm1(strongest.change)):.0%} "
-            f"(noise band {strongest.band.describe()})"
+            f"relative to the method's other features (noise band {strongest.band.describe()})"
         )
     else:
         what = (
