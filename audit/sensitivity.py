@@ -74,6 +74,8 @@ ADVICE_FEATURES = 3
 MAX_MODELS = 32
 #: Eval rows are searched up to this multiple of today's.
 MAX_ROWS_FACTOR = 10_000.0
+#: Multiples of today's eval rows tried with more copies when neither lever alone is enough.
+COMBINED_ROWS_FACTORS = (2, 4, 8, 16)
 
 #: (feature index, value) -> (flagged as a rise, flagged as a fall) by the rule itself.
 RuleCheck = Callable[[int, float], tuple[bool, bool]]
@@ -389,6 +391,9 @@ def copies_advice(
     rows_needed = (
         None if rows_now is None else _rows_needed(methods, features, caps, models_now, rows_now, config)
     )
+    combined = None
+    if models_needed is None and rows_needed is None and rows_now is not None:
+        combined = _combined_needed(methods, features, caps, models_now, rows_now, config)
     advice = CopiesAdvice(
         target=target,
         features=tuple(features),
@@ -400,6 +405,7 @@ def copies_advice(
         estimable=True,
         text="",
         capped=capped,
+        combined=combined,
     )
     return replace(advice, text=advice_text(advice))
 
@@ -416,14 +422,37 @@ def _reached(
     return found is not None and max(_largest(found, caps), default=0.0) <= config.target_detectable_change
 
 
+def _combined_needed(
+    methods: Sequence[MethodNoise],
+    features: Sequence[str],
+    caps: Caps,
+    models_now: int,
+    rows_now: int,
+    config: DriftConfig,
+) -> tuple[int, int] | None:
+    """The fewest models per drop with 2, 4, 8 or 16 x today's rows, the fewest rows first."""
+    for factor in COMBINED_ROWS_FACTORS:
+        models = _models_needed(methods, features, caps, models_now, config, rows_factor=float(factor))
+        if models is not None:
+            return models, rows_now * factor
+    return None
+
+
 def _models_needed(
-    methods: Sequence[MethodNoise], features: Sequence[str], caps: Caps, models_now: int, config: DriftConfig
+    methods: Sequence[MethodNoise],
+    features: Sequence[str],
+    caps: Caps,
+    models_now: int,
+    config: DriftConfig,
+    *,
+    rows_factor: float = 1.0,
 ) -> int | None:
-    """The fewest models per drop (at today's eval rows) that reach the target, by bisection on
-    the models (the predicted bands, and so the detectable changes, shrink as they grow)."""
+    """The fewest models per drop (at `rows_factor` x today's eval rows) that reach the target, by
+    bisection on the models (the predicted bands, and so the detectable changes, shrink as they
+    grow)."""
 
     def reached(models: int) -> bool:
-        return _reached(methods, features, caps, models, 1.0, config)
+        return _reached(methods, features, caps, models, rows_factor, config)
 
     if reached(models_now):
         return models_now
@@ -486,7 +515,18 @@ def advice_text(advice: CopiesAdvice) -> str:
         )
     if max(advice.detectable_now, default=0.0) <= advice.target:
         return f"the audit already sees a {advice.target:.0%} change of {names} (today {today}){never}"
-    options = []
+    head = f"to see a {advice.target:.0%} change of {names} (today {today}): "
+    if advice.models_needed is None and (advice.rows_now is None or advice.rows_needed is None):
+        alone = (
+            f"neither more reseeded copies (up to {MAX_MODELS} models per drop) nor more eval rows alone"
+            if advice.rows_now is not None
+            else f"more reseeded copies alone (up to {MAX_MODELS} models per drop)"
+        )
+        if advice.combined is not None:
+            models, rows = advice.combined
+            return f"{head}{alone} would; {models} models per drop with {rows:,} eval rows would{never}"
+        return f"{head}{alone} would, nor both together{never}"
+    options, notes = [], []
     if advice.models_needed is not None:
         copies = advice.models_needed - 1
         options.append(
@@ -494,14 +534,13 @@ def advice_text(advice: CopiesAdvice) -> str:
             f"today {advice.models_now})"
         )
     else:
-        options.append(f"more reseeded copies alone cannot (up to {MAX_MODELS} models per drop)")
-    if advice.rows_now is not None:
-        if advice.rows_needed is not None:
-            more = advice.rows_needed - advice.rows_now
-            options.append(f"{advice.rows_needed:,} eval rows ({more:,} more)")
-        else:
-            options.append("more eval rows alone cannot")
-    return f"to see a {advice.target:.0%} change of {names} (today {today}): " + ", or ".join(options) + never
+        notes.append(f"more reseeded copies alone would not (up to {MAX_MODELS} models per drop)")
+    if advice.rows_now is not None and advice.rows_needed is not None:
+        more = advice.rows_needed - advice.rows_now
+        options.append(f"{advice.rows_needed:,} eval rows ({more:,} more)")
+    elif advice.rows_now is not None:
+        notes.append("more eval rows alone would not")
+    return head + ", or ".join(options) + "".join(f"; {note}" for note in notes) + never
 
 
 def _join(parts: Sequence[str]) -> str:

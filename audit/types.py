@@ -613,6 +613,9 @@ class CopiesAdvice:
     #: Directions no number of copies or rows makes detectable, e.g. "pm2.5 rise" (left out of the
     #: target; `detectable_now` covers the other directions).
     capped: tuple[str, ...] = ()
+    #: When neither lever alone reaches the target: (models per drop, eval rows) that do together,
+    #: the fewest models with 2, 4, 8 or 16 x today's rows (None: not even then).
+    combined: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def test_a_graded_plant_shuffles_the_series_of_that_fraction_of_windows_only(fra
         np.testing.assert_array_equal(after, before)
     originals = {series.tobytes() for series in plain[0][:, :, column]}
     assert all(series.tobytes() in originals for series in graded[0][:, :, column])
-    with pytest.raises(ValueError, match="fraction must be 1.0"):
+    with pytest.raises(ValueError, match=r"fraction must be 1\.0"):
         Plant("lag", "DEWP", 8, fraction=0.5)
 
 
