@@ -49,8 +49,16 @@ how much of what the model relies on moved (`FeatureDrift.reliance_moved`). With
 model's figures on this week's sample (frozen set), each change is split into the part the model
 made and the part the data made (a part counts when it exceeds half the band).
 
-The defaults (threshold 5, 3 agreeing methods, 1% shares) were chosen with the drift benchmark
-(docs/drift-benchmark.md), which also shows the rule at other settings.
+What the rule could have seen (audit/sensitivity.py): every judged feature's band is also said on
+its own plain change (value / previous value - 1, `FeatureDrift.plain_band`), which gives the
+smallest rise and fall of its value this rule would flag this week; per feature, the change
+enough verdict methods flag together (`FeatureAssessment.detectable`). An "ok" reason states it
+for the most relied-on features, and `DriftAssessment.advice` says how many reseeded copies or
+eval rows would bring it under `target_detectable_change`.
+
+The defaults (threshold 5, 3 agreeing methods, 1% shares) were chosen with the drift benchmark of
+issue 5 and kept by the power study of issue 16 (docs/drift-benchmark.md), which tuned the rule on
+half of its data groups and found the tuned setting did not hold on the other half.
 """
 
 from __future__ import annotations
