@@ -513,7 +513,14 @@ def test_documented_queries_return_the_drift_rows(engine: sa.Engine) -> None:
         "model_importances",
         "model_profiles",
     )
-    queries = [query for query in _documented_queries() if any(name in query for name in drift_names)]
+    # the input and performance views need eval-sample summaries, which _fill does not store
+    # (tests/test_storage_input_drift.py and tests/test_sql_docs.py run those queries)
+    other_views = ("input_drift", "performance_drift")
+    queries = [
+        query
+        for query in _documented_queries()
+        if any(name in query for name in drift_names) and not any(name in query for name in other_views)
+    ]
     assert len(queries) >= 5
     with engine.connect() as connection:
         for query in queries:
