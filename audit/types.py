@@ -345,6 +345,9 @@ class DriftConfig:
     #: Noise scale (log ratio) of the eval loss with too little history: about +-5% per sd, so a
     #: loss must rise by about 28% (threshold 5) plus its sampling noise to be called worse.
     default_performance_scale: float = 0.05
+    #: The copies advice (audit/sensitivity.py) says how many reseeded copies per drop, or eval rows,
+    #: would let the rule see a rise or fall of this size (0.5 = 50%) of the top features.
+    target_detectable_change: float = 0.5
 
     def __post_init__(self) -> None:
         for name in (
@@ -355,6 +358,7 @@ class DriftConfig:
             "epsilon_fraction",
             "min_share",
             "default_profile_fraction",
+            "target_detectable_change",
         ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -501,6 +505,9 @@ class NoiseBand:
     n_observations: int
     #: The part of `scale` due to sampling (the standard errors of the two figures).
     sampling_scale: float = 0.0
+    #: The retraining-noise scale the source gave, before sampling was added (history and pooled
+    #: history measure past changes of figures, so theirs includes those figures' sampling noise).
+    retrain_scale: float = 0.0
 
     @property
     def percent(self) -> float:
@@ -518,6 +525,97 @@ class NoiseBand:
         if high + low < 0.05:
             return f"\u00b1{high:.0%}"
         return f"{low:+.0%} to {high:+.0%}"
+
+
+@dataclass(frozen=True)
+class DetectableChange:
+    """The smallest rise and the smallest fall of a feature's own importance the drift rule would
+    flag this week, as plain relative changes of its value against last week's (0.45 = 45%).
+
+    None in a direction where no change of any size would be flagged (e.g. a fall to zero stays
+    inside a wide band, or a feature holding most of the importance cannot rise far enough above
+    the rule's floor). See audit/sensitivity.py.
+    """
+
+    rise: float | None
+    fall: float | None
+
+    def describe(self) -> str:
+        """ "rise 35% or fall 30%", "fall 30% (no rise of any size)", "no change of any size"."""
+        if self.rise is not None and self.fall is not None:
+            return f"rise {self.rise:.0%} or fall {self.fall:.0%}"
+        if self.fall is not None:
+            return f"fall {self.fall:.0%} (no rise of any size)"
+        if self.rise is not None:
+            return f"rise {self.rise:.0%} (no fall, even to zero)"
+        return "no change of any size"
+
+    @property
+    def largest(self) -> float:
+        """The larger of the two (inf where a direction is undetectable): what the copies advice
+        brings under its target."""
+        return max(math.inf if self.rise is None else self.rise, math.inf if self.fall is None else self.fall)
+
+
+@dataclass(frozen=True)
+class PlainBand:
+    """One method's noise band around a feature's plain change (value / previous value - 1).
+
+    The rule flags a value below previous x (1 + `low`) or above previous x (1 + `high`): its band on
+    the centred change, moved by this week's median change of the method and by the floor epsilon,
+    and said on the feature's own value. None where no value on that side would be flagged.
+    """
+
+    low: float | None
+    high: float | None
+
+    @property
+    def detectable(self) -> DetectableChange:
+        """The smallest flagged rise and fall (0 when the band does not hold "no change")."""
+        rise = None if self.high is None else max(self.high, 0.0)
+        fall = None if self.low is None else max(-self.low, 0.0)
+        return DetectableChange(rise, fall)
+
+    def describe(self) -> str:
+        """ "-30% to +35%"; "above -30%" or "below +35%" where one side is never flagged."""
+        if self.low is not None and self.high is not None:
+            return f"{self.low:+.0%} to {self.high:+.0%}"
+        if self.low is not None:
+            return f"above {self.low:+.0%}"
+        if self.high is not None:
+            return f"below {self.high:+.0%}"
+        return "any"
+
+
+@dataclass(frozen=True)
+class CopiesAdvice:
+    """How many reseeded copies per drop, or eval rows, would bring the top features' detectable
+    change under `target` (audit/sensitivity.py). Numbers are None where not estimable or where that
+    lever alone cannot reach the target."""
+
+    target: float
+    #: The features the advice is about (this week's most important judged ones), and the largest
+    #: of each one's detectable rise and fall (the directions not `capped`) with today's noise in a
+    #: week where the method did not move overall (inf: not detectable with today's noise; empty
+    #: when not estimable).
+    features: tuple[str, ...]
+    detectable_now: tuple[float, ...]
+    #: Models per drop today (1 + copies) and eval rows today (None: no eval sample).
+    models_now: int
+    rows_now: int | None
+    #: Models per drop that would reach the target at today's eval rows (None: copies alone cannot).
+    models_needed: int | None
+    #: Eval rows that would reach it at today's models per drop (None: rows alone cannot).
+    rows_needed: int | None
+    #: False without history or copies: the noise cannot be split yet.
+    estimable: bool
+    text: str
+    #: Directions no number of copies or rows makes detectable, e.g. "pm2.5 rise" (left out of the
+    #: target; `detectable_now` covers the other directions).
+    capped: tuple[str, ...] = ()
+    #: When neither lever alone reaches the target: (models per drop, eval rows) that do together,
+    #: the fewest models with 2, 4, 8 or 16 x today's rows (None: not even then).
+    combined: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -551,6 +649,17 @@ class FeatureDrift:
 
     #: Steps of the input window (sequence models), for `reliance_moved`.
     n_steps: int = 0
+    #: The feature's own change: value / previous_value - 1 of the magnitudes the rule compares
+    #: (None when either is missing or the previous one is 0). Not centred, unlike `change`.
+    plain_change: float | None = None
+    #: The noise band said around `plain_change` (None when not judged: under `min_share` in both
+    #: drops, or no band).
+    plain_band: PlainBand | None = None
+
+    @property
+    def detectable(self) -> DetectableChange | None:
+        """The smallest rise and fall of the feature's value this method would flag this week."""
+        return None if self.plain_band is None else self.plain_band.detectable
 
     @property
     def share_change(self) -> float:
@@ -619,6 +728,13 @@ class FeatureAssessment:
     #: Largest `FeatureDrift.reliance_moved` among the flagging methods: changed features are
     #: named in this order (the feature that carries most of the change in what the model relies on).
     reliance_moved: float = 0.0
+    #: The change of the feature's own value that enough verdict methods would flag together: the
+    #: k-th smallest rise and fall over them (k = `min_agreeing_methods`, or all when fewer judge
+    #: it). None when no verdict method judges the feature (under `min_share`).
+    detectable: DetectableChange | None = None
+    #: Verdict methods that judge the feature (the k-th smallest is taken over all verdict methods
+    #: holding it, those that do not judge it counting as never flagging).
+    judged_methods: tuple[str, ...] = ()
 
     @property
     def agreement(self) -> int:
@@ -651,6 +767,8 @@ class DriftAssessment:
     n_history: int
     #: Reseeded copies of the model in this drop used for the noise band.
     n_copies: int = 0
+    #: How many copies or eval rows would let the rule see smaller changes (None: nothing judged).
+    advice: CopiesAdvice | None = None
 
     def drift(self, method: str, feature: str) -> FeatureDrift | None:
         for drift in self.drifts:

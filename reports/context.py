@@ -73,6 +73,7 @@ def build_context(
         top_n=top_n,
         verdict=None if assessment is None else assessment.verdict.value,
         verdict_reason=None if assessment is None else assessment.reason,
+        copies_advice=None if assessment is None or assessment.advice is None else assessment.advice.text,
         verdict_rows=() if assessment is None else verdict_rows(assessment),
         agreement=() if assessment is None else agreement_rows(assessment),
         comparisons=comparison_lines(report_input.comparisons),

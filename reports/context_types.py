@@ -53,7 +53,8 @@ class VerdictRow:
     verdict: str
     agreement: int
     n_methods: int
-    #: The strongest flagging method, its change relative to the method's scale, and its band.
+    #: The strongest flagging method, the feature's own change there (value / previous - 1) and
+    #: the band said on that change (the method's median change folded in).
     method: str | None
     relative_change: float | None
     #: The noise band as text: "+-18%", or "-72% to +255%" when lopsided.
@@ -276,6 +277,9 @@ class ReportContext:
     #: "ok", "warn", "alert", or None for a first drop (nothing to compare).
     verdict: str | None
     verdict_reason: str | None
+    #: How many reseeded copies or eval rows would let the audit see smaller changes (audit/
+    #: sensitivity.py), or why that is not estimable yet; None without a drift call.
+    copies_advice: str | None
     verdict_rows: tuple[VerdictRow, ...]
     agreement: tuple[AgreementRow, ...]
     comparisons: tuple[ComparisonLine, ...]

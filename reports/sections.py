@@ -232,8 +232,8 @@ def _verdict_row(feature: FeatureAssessment, drift: FeatureDrift | None, verdict
         agreement=feature.agreement,
         n_methods=feature.n_methods,
         method=None if drift is None else drift.method,
-        relative_change=drift.relative if drift is not None and value_moved else None,
-        band=drift.band.describe() if drift is not None and value_moved and drift.band else None,
+        relative_change=_own_change(drift) if drift is not None and value_moved else None,
+        band=_band_text(drift) if drift is not None and value_moved else None,
         profile_distance=None if drift is None or value_moved else drift.profile_distance,
         profile_band=None if drift is None or value_moved else drift.profile_band,
         cause=None if feature.cause is None else feature.cause.value,
@@ -554,14 +554,25 @@ def _mover_row(change: FeatureChange, drift: FeatureDrift | None) -> MoverRow:
         previous_value=change.previous_value,
         value=change.value,
         delta=change.delta,
-        # with a drift call, the change its noise band applies to: relative to the method's scale
-        relative_change=drift.relative
-        if drift is not None and drift.change is not None
-        else change.relative_change,
+        # the feature's own change; its band (with a drift call) is said on the same change
+        relative_change=_own_change(drift) if drift is not None else change.relative_change,
         previous_rank=change.previous_rank,
         rank=change.rank,
         rank_change=rank_change,
         direction=direction,
-        band=None if drift is None or drift.band is None else drift.band.describe(),
+        band=None if drift is None else _band_text(drift),
         beyond_noise=drift is not None and drift.value_changed,
     )
+
+
+def _own_change(drift: FeatureDrift) -> float | None:
+    """The feature's own change (value / previous - 1), or the centred one where that is unknown."""
+    return drift.plain_change if drift.plain_change is not None else drift.relative
+
+
+def _band_text(drift: FeatureDrift) -> str | None:
+    """The noise band said on the feature's own change ("-30% to +35%": the method's median change
+    this week folded in); the centred band where the feature has no plain band."""
+    if drift.plain_band is not None and drift.plain_change is not None:
+        return drift.plain_band.describe()
+    return None if drift.band is None or drift.plain_change is not None else drift.band.describe()

@@ -2,8 +2,8 @@
 
 Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
 the migrations and these classes agree). Views (``importance_history``, ``importance_changes``,
-``audit_verdicts``, ``top_features``, ``input_drift``, ``performance_drift``) are created by the
-migrations, which own their SQL.
+``audit_verdicts``, ``top_features``, ``input_drift``, ``performance_drift``,
+``feature_sensitivity``) are created by the migrations, which own their SQL.
 """
 
 from __future__ import annotations
@@ -253,6 +253,17 @@ class FeatureDriftRow(Base):
     profile_band: Mapped[float | None] = mapped_column(Float)
     verdict: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str | None] = mapped_column(String(16))
+    #: The feature's own change (value / previous_value - 1, 0.45 = +45%), and the band said around
+    #: it: the rule flags a plain change below `plain_band_low` or above `plain_band_high` (the
+    #: method's median change this week folded in). NULL where not judged (revision 0009).
+    plain_change: Mapped[float | None] = mapped_column(Float)
+    plain_band_low: Mapped[float | None] = mapped_column(Float)
+    plain_band_high: Mapped[float | None] = mapped_column(Float)
+    #: The smallest rise and fall of the feature's own value this method would flag this week, as
+    #: plain relative changes (0.45 = 45%); NULL where not judged (under min_share) or where no
+    #: change of any size in that direction would be flagged.
+    min_detectable_rise: Mapped[float | None] = mapped_column(Float)
+    min_detectable_fall: Mapped[float | None] = mapped_column(Float)
 
 
 class FeatureVerdictRow(Base):
@@ -273,6 +284,12 @@ class FeatureVerdictRow(Base):
     strength: Mapped[float] = mapped_column(Float)
     cause: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
+    #: The rise and fall of the feature's value that enough verdict methods flag together (the k-th
+    #: smallest over them); NULL when not judged or not detectable at any size (revision 0009).
+    min_detectable_rise: Mapped[float | None] = mapped_column(Float)
+    min_detectable_fall: Mapped[float | None] = mapped_column(Float)
+    #: Comma-separated verdict methods that judge the feature ('' when none does; NULL before 0009).
+    judged_methods: Mapped[str | None] = mapped_column(Text)
 
 
 class DropVerdictRow(Base):

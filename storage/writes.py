@@ -503,6 +503,7 @@ def _comparison_row(run_id: int, previous_run_id: int, comparison: MethodCompari
 
 def _drift_row(run_id: int, previous_run_id: int, drift: FeatureDrift) -> dict[str, Any]:
     band = drift.band
+    detectable = drift.detectable
     return {
         "run_id": run_id,
         "previous_run_id": previous_run_id,
@@ -528,6 +529,11 @@ def _drift_row(run_id: int, previous_run_id: int, drift: FeatureDrift) -> dict[s
         "profile_band": _finite(drift.profile_band),
         "verdict": drift.verdict.value,
         "cause": None if drift.cause is None else drift.cause.value,
+        "plain_change": _finite(drift.plain_change),
+        "plain_band_low": None if drift.plain_band is None else _finite(drift.plain_band.low),
+        "plain_band_high": None if drift.plain_band is None else _finite(drift.plain_band.high),
+        "min_detectable_rise": None if detectable is None else _finite(detectable.rise),
+        "min_detectable_fall": None if detectable is None else _finite(detectable.fall),
     }
 
 
@@ -543,6 +549,9 @@ def _feature_verdict_row(run_id: int, feature: FeatureAssessment) -> dict[str, A
         "strength": _finite(feature.strength) or 0.0,
         "cause": None if feature.cause is None else feature.cause.value,
         "reason": feature.reason,
+        "min_detectable_rise": None if feature.detectable is None else _finite(feature.detectable.rise),
+        "min_detectable_fall": None if feature.detectable is None else _finite(feature.detectable.fall),
+        "judged_methods": ",".join(feature.judged_methods),
     }
 
 

@@ -107,6 +107,28 @@ def test_shuffle_plant_moves_whole_series_of_one_feature_between_windows(tmp_pat
     assert not np.array_equal(shuffled[0][:, :, column], plain[0][:, :, column])
 
 
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_a_graded_plant_shuffles_the_series_of_that_fraction_of_windows_only(fraction: float) -> None:
+    """The power study's graded plants: the variable's series are shuffled among a `fraction` of
+    the training windows; the other windows, the other features, the labels and the eval sample
+    stay as they were."""
+    settings = ModelSettings(train_days=20, n_eval=50)
+    plain = drop_samples(DropSpec(GROUP, "plain", 5), settings)
+    graded = drop_samples(DropSpec(GROUP, "graded", 5, Plant("shuffle", "DEWP", fraction=fraction)), settings)
+    column = FEATURES.index("DEWP")
+    moved = np.any(graded[0][:, :, column] != plain[0][:, :, column], axis=1)
+    n_windows = plain[0].shape[0]
+    # a window may draw its own series back (rarely): at most the fraction moves, nearly all of it
+    assert 0.9 * fraction * n_windows <= moved.sum() <= round(fraction * n_windows)
+    np.testing.assert_array_equal(np.delete(graded[0], column, axis=2), np.delete(plain[0], column, axis=2))
+    for before, after in zip(plain[1:], graded[1:], strict=True):
+        np.testing.assert_array_equal(after, before)
+    originals = {series.tobytes() for series in plain[0][:, :, column]}
+    assert all(series.tobytes() in originals for series in graded[0][:, :, column])
+    with pytest.raises(ValueError, match=r"fraction must be 1\.0"):
+        Plant("lag", "DEWP", 8, fraction=0.5)
+
+
 def test_a_wind_direction_plant_moves_its_four_one_hot_columns_together() -> None:
     """Wind direction is one variable over four one-hot columns (each is 1 minus the other three): a
     plant changes them together, one shuffle order for all four, so every row stays one-hot."""

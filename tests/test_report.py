@@ -435,6 +435,36 @@ def test_alert_banner_and_what_changed_table_name_the_feature_escaped() -> None:
     assert "; * beyond the band." in text
 
 
+def test_a_value_that_doubled_reads_plus_100_percent_with_its_band_moved_too() -> None:
+    """Every feature doubled: the rule sees no change (its centred change is 0), and the movers
+    table says what happened to each value, +100%, with the band said on that change (centred near
+    a doubling), not -0.9%."""
+    names = feature_names(6)
+    previous = [make_importance(m, names, seed=i) for i, m in enumerate(METHODS)]
+    current = [dataclasses.replace(i, values=2 * i.values, std=0.1 * i.values) for i in previous]
+    now, before = make_summary(WEEK, current), make_summary(PREVIOUS_WEEK, previous, run_id=6)
+    report_input = ReportInput(now, before, compare_audits(now, before), assess_drift(now, before))
+    context = build_context(report_input)
+    rows = [row for section in context.sections for row in section.movers]
+    assert rows and all(row.relative_change == pytest.approx(1.0) for row in rows)
+    judged = [row for row in rows if row.band is not None]
+    assert judged and not any(row.beyond_noise for row in rows)
+    for row in judged:
+        low, high = (float(edge.rstrip("%")) / 100 for edge in row.band.split(" to "))
+        assert low < 1.0 < high  # the band holds the doubling it was moved by
+    text = visible_text(render_context(context))
+    assert "+100%" in text and "Change %: this week's value against last week's" in text
+
+
+def test_an_ok_report_says_what_the_audit_would_have_seen_and_gives_copies_advice() -> None:
+    document = render_report(_with_drift(feature_names(6), collapsed=None))
+    text = visible_text(document)
+    assert "this week the audit would have seen" in text
+    assert "of a method's importance are not judged" in text
+    # no history and no copies: the noise cannot be split yet
+    assert "Copies advice: not estimable yet" in text
+
+
 def test_no_change_is_an_ok_banner_without_a_table() -> None:
     document = render_report(_with_drift(feature_names(6), collapsed=None))
     text = visible_text(document)

@@ -351,6 +351,11 @@ def test_views_return_what_was_stored(engine: sa.Engine) -> None:
         "z",
         "profile_distance",
         "cause",
+        "plain_change",
+        "plain_band_low",
+        "plain_band_high",
+        "min_detectable_rise",
+        "min_detectable_fall",
     ]
     assert len(changes) == len(assessment.drifts) == 2 * len(names)
     for row in changes:
@@ -417,6 +422,81 @@ def test_drift_migration_downgrades_and_upgrades_again(engine: sa.Engine) -> Non
         assert connection.execute(sa.text("SELECT COUNT(*) FROM audit_verdicts")).scalar_one() == 0
 
 
+def test_sensitivity_is_stored_per_method_and_per_feature(engine: sa.Engine) -> None:
+    """Migration 0009: each (method, feature)'s plain change, plain band and detectable rise and fall
+    in importance_changes, and each feature's agreed ones in feature_sensitivity."""
+    _fill(engine)
+    _, _, assessment = _assess(engine, WEEKS[-1])
+    week = sa.bindparam("week", WEEKS[-1], type_=sa.Date)
+    with engine.connect() as connection:
+        changes = connection.execute(
+            sa.text("SELECT * FROM importance_changes WHERE week = :week").bindparams(week)
+        ).all()
+        sensitivity = connection.execute(
+            sa.text("SELECT * FROM feature_sensitivity WHERE week = :week").bindparams(week)
+        ).all()
+    judged = 0
+    for row in changes:
+        drift = assessment.drift(row.method, row.feature)
+        assert drift is not None
+        assert row.plain_change == (None if drift.plain_change is None else pytest.approx(drift.plain_change))
+        band, detectable = drift.plain_band, drift.detectable
+        if band is None or detectable is None:
+            assert (row.plain_band_low, row.min_detectable_rise, row.min_detectable_fall) == (
+                None,
+                None,
+                None,
+            )
+            continue
+        judged += 1
+        for column, expected in (
+            ("plain_band_low", band.low),
+            ("plain_band_high", band.high),
+            ("min_detectable_rise", detectable.rise),
+            ("min_detectable_fall", detectable.fall),
+        ):
+            assert getattr(row, column) == (None if expected is None else pytest.approx(expected)), column
+    assert judged >= 3 * len(NAMES)  # the three unsigned data methods and weight_sum judge all four
+    assert list(sensitivity[0]._fields) == [
+        "model",
+        "week",
+        "feature",
+        "min_detectable_rise",
+        "min_detectable_fall",
+        "methods",
+    ]
+    assert {row.feature for row in sensitivity} == set(NAMES)
+    for row in sensitivity:
+        feature = next(f for f in assessment.features if f.feature == row.feature)
+        assert feature.detectable is not None
+        assert row.methods == ",".join(feature.judged_methods) and row.methods
+        for column, expected in (
+            ("min_detectable_rise", feature.detectable.rise),
+            ("min_detectable_fall", feature.detectable.fall),
+        ):
+            assert getattr(row, column) == (None if expected is None else pytest.approx(expected)), column
+
+
+def test_sensitivity_migration_downgrades_keeping_the_figures(engine: sa.Engine) -> None:
+    _fill(engine)
+    before = _counts(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        assert "feature_sensitivity" not in inspector.get_view_names()
+        assert "plain_change" not in {c["name"] for c in inspector.get_columns("feature_drifts")}
+        old = connection.execute(sa.text("SELECT * FROM importance_changes")).first()
+        assert old is not None and list(old._fields)[-1] == "cause"
+    assert _counts(engine) == before  # no table rebuild: nothing cascades away
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT COUNT(*) FROM feature_sensitivity")).scalar_one()
+    assert stored == before["feature_verdicts"]  # rows of earlier calls, their new columns NULL
+
+
 def _documented_queries() -> list[str]:
     text = (ROOT / "docs" / "sql.md").read_text(encoding="utf-8")
     return [block.strip().rstrip(";") for block in re.findall(r"```sql\n(.*?)```", text, re.S)]
@@ -433,7 +513,14 @@ def test_documented_queries_return_the_drift_rows(engine: sa.Engine) -> None:
         "model_importances",
         "model_profiles",
     )
-    queries = [query for query in _documented_queries() if any(name in query for name in drift_names)]
+    # the input and performance views need eval-sample summaries, which _fill does not store
+    # (tests/test_storage_input_drift.py and tests/test_sql_docs.py run those queries)
+    other_views = ("input_drift", "performance_drift")
+    queries = [
+        query
+        for query in _documented_queries()
+        if any(name in query for name in drift_names) and not any(name in query for name in other_views)
+    ]
     assert len(queries) >= 5
     with engine.connect() as connection:
         for query in queries:

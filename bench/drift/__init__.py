@@ -1,2 +1,3 @@
-"""The drift benchmark of issue 5: does `audit.drift.assess_drift` tell real importance drift from
-retraining noise on real data? See docs/drift-benchmark.md; run it with ``bench/drift/run.py``."""
+"""The drift power study (issue 16; issue 5's benchmark before it): how large a change does
+`audit.drift.assess_drift` tell from retraining noise on real data, against an oracle? See
+docs/drift-benchmark.md; run it with ``bench/drift/run.py``."""

@@ -121,12 +121,19 @@ class Plant:
     kind: str
     feature: str
     lag_hours: int = 8
+    #: Share of the training windows whose series of the variable are shuffled (among themselves):
+    #: 1.0 removes the relation everywhere, 0.25 in a quarter of the windows (a graded change).
+    fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("shuffle", "lag"):
             raise ValueError(f"plant kind must be 'shuffle' or 'lag', got {self.kind!r}")
         if self.feature not in VARIABLES:
             raise ValueError(f"unknown variable {self.feature!r}; one of {tuple(VARIABLES)}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"plant fraction must be in (0, 1], got {self.fraction!r}")
+        if self.kind == "lag" and self.fraction != 1.0:
+            raise ValueError("a lag plant delays the whole feed: its fraction must be 1.0")
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -135,7 +142,10 @@ class Plant:
 
     @property
     def label(self) -> str:
-        return f"{self.kind}-{self.feature}" + (f"-{self.lag_hours}h" if self.kind == "lag" else "")
+        fraction = f"-f{self.fraction:g}" if self.fraction != 1.0 else ""
+        return (
+            f"{self.kind}-{self.feature}" + (f"-{self.lag_hours}h" if self.kind == "lag" else "") + fraction
+        )
 
 
 @dataclass(frozen=True)
@@ -251,15 +261,35 @@ def drop_samples(
     train_rows, pool = target_rows(spec.group, settings)
     X_train, y_train = windows(inputs, labels, train_rows)
     if spec.plant is not None and spec.plant.kind == "shuffle":
-        # one order for all of the variable's columns: a one-hot row stays a one-hot row
-        columns = [FEATURES.index(name) for name in spec.plant.columns]
-        order = np.random.default_rng([spec.seed, 11]).permutation(X_train.shape[0])
-        X_train[:, :, columns] = X_train[order][:, :, columns]
+        shuffle_windows(X_train, spec.plant, spec.seed)
     # the eval sample is drawn from its own stream: a plant does not change which rows it holds
     eval_rng = np.random.default_rng([spec.seed, 7])
     chosen = np.sort(eval_rng.choice(pool.shape[0], size=min(settings.n_eval, pool.shape[0]), replace=False))
     X_eval, y_eval = windows(inputs, labels, pool[chosen])
     return X_train, y_train, X_eval, y_eval
+
+
+def shuffle_windows(X_train: Float32Array, plant: Plant, seed: int) -> None:
+    """Shuffle the planted variable's 24-hour series between training windows, in place: between
+    all of them (fraction 1.0), or among a random `plant.fraction` of them, the others untouched.
+
+    One order for all of the variable's columns, so a one-hot row stays a one-hot row.
+    """
+    columns = [FEATURES.index(name) for name in plant.columns]
+    n_windows = X_train.shape[0]
+    if plant.fraction == 1.0:
+        order = np.random.default_rng([seed, 11]).permutation(n_windows)
+        X_train[:, :, columns] = X_train[order][:, :, columns]
+        return
+    chosen = np.sort(
+        np.random.default_rng([seed, 13]).choice(
+            n_windows, size=round(plant.fraction * n_windows), replace=False
+        )
+    )
+    order = chosen[np.random.default_rng([seed, 11]).permutation(chosen.shape[0])]
+    series = X_train[order][:, :, columns]
+    for offset, column in enumerate(columns):
+        X_train[chosen, :, column] = series[:, :, offset]
 
 
 # --------------------------------------------------------------------------- models
@@ -553,6 +583,15 @@ def _read_outcomes(path: Path) -> tuple[MethodOutcome, ...] | None:
     )
 
 
+def is_cached(spec: DropSpec, settings: ModelSettings, root: Path) -> bool:
+    """The drop is built and its audit is current (nothing to train or audit)."""
+    folder = drop_folder(spec, settings, root)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file() or json.loads(meta_path.read_text()).get("spec") != _spec_json(spec):
+        return False
+    return _read_outcomes(folder / "audit.json") is not None
+
+
 def _warm_one(spec: DropSpec, settings: ModelSettings, root: Path, fresh: bool) -> None:
     audit_drop(spec, settings, root, fresh=fresh)
 
@@ -563,6 +602,8 @@ def warm(
     """Train and audit `specs` into the cache in `workers` processes (1: nothing to do here; the
     caller's sequential pass builds them). A drop is a small model that one process does not keep
     two cores busy with, so two processes build the benchmark sooner."""
+    if not fresh:
+        specs = [spec for spec in specs if not is_cached(spec, settings, root)]
     if workers <= 1 or not specs:
         return
     import concurrent.futures

@@ -1,4 +1,6 @@
-"""Scenarios of the drift benchmark and how both rules are scored on them.
+"""Scenarios of issue 5's drift benchmark and how both rules are scored on them: the machinery the
+CI subset (tests/test_drift_benchmark.py) runs, and the groups, seeds and variable profiles the
+power study (`power.py`, `study.py`) shares with it.
 
 A *group* is one data window (a season of one year). Its `n_history` history drops differ only by
 the retraining seed (initial weights and training-row order) and by their eval sample (another

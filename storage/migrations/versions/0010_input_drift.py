@@ -3,7 +3,7 @@ the performance drift of each comparison, the frozen set's evaluation, views inp
 performance_drift.
 
 Revision ID: 0010
-Revises: 0006 (the integrator re-chains it after 0007-0009)
+Revises: 0009 (0008, reserved for another branch, goes before 0009 when it lands)
 Create Date: 2026-12-19
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
