@@ -432,7 +432,7 @@ class AuditSummary:
     evaluation: ModelEvaluation | None = None
     #: The previous drop's model on this drop's eval sample (the frozen set; None: not scored).
     frozen_evaluation: ModelEvaluation | None = None
-    #: Each feature's eval values, summarised for input drift (empty: no sample, or before 0010).
+    #: Each feature's eval values, summarised for input drift (empty: no sample, or before 0009).
     input_summaries: tuple[FeatureSummary, ...] = ()
     #: Where the drop came from when a remote source staged it (None: a local registry folder).
     provenance: DropProvenance | None = None

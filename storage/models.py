@@ -119,7 +119,7 @@ class AuditRun(Base):
     eval_loss: Mapped[float | None] = mapped_column(Float)
     eval_metric_name: Mapped[str | None] = mapped_column(String(32))
     eval_metric: Mapped[float | None] = mapped_column(Float)
-    #: Standard error of eval_loss (sd of the per-sample losses / sqrt(n)); revision 0010.
+    #: Standard error of eval_loss (sd of the per-sample losses / sqrt(n)); revision 0009.
     eval_loss_se: Mapped[float | None] = mapped_column(Float)
     #: The previous drop's model on this run's eval sample (the frozen set), same loss and metric.
     frozen_eval_loss: Mapped[float | None] = mapped_column(Float)
@@ -255,7 +255,7 @@ class FeatureDriftRow(Base):
     cause: Mapped[str | None] = mapped_column(String(16))
     #: The feature's own change (value / previous_value - 1, 0.45 = +45%), and the band said around
     #: it: the rule flags a plain change below `plain_band_low` or above `plain_band_high` (the
-    #: method's median change this week folded in). NULL where not judged (revision 0009).
+    #: method's median change this week folded in). NULL where not judged (revision 0008).
     plain_change: Mapped[float | None] = mapped_column(Float)
     plain_band_low: Mapped[float | None] = mapped_column(Float)
     plain_band_high: Mapped[float | None] = mapped_column(Float)
@@ -285,10 +285,10 @@ class FeatureVerdictRow(Base):
     cause: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     #: The rise and fall of the feature's value that enough verdict methods flag together (the k-th
-    #: smallest over them); NULL when not judged or not detectable at any size (revision 0009).
+    #: smallest over them); NULL when not judged or not detectable at any size (revision 0008).
     min_detectable_rise: Mapped[float | None] = mapped_column(Float)
     min_detectable_fall: Mapped[float | None] = mapped_column(Float)
-    #: Comma-separated verdict methods that judge the feature ('' when none does; NULL before 0009).
+    #: Comma-separated verdict methods that judge the feature ('' when none does; NULL before 0008).
     judged_methods: Mapped[str | None] = mapped_column(Text)
 
 

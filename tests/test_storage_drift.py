@@ -423,7 +423,7 @@ def test_drift_migration_downgrades_and_upgrades_again(engine: sa.Engine) -> Non
 
 
 def test_sensitivity_is_stored_per_method_and_per_feature(engine: sa.Engine) -> None:
-    """Migration 0009: each (method, feature)'s plain change, plain band and detectable rise and fall
+    """Migration 0008: each (method, feature)'s plain change, plain band and detectable rise and fall
     in importance_changes, and each feature's agreed ones in feature_sensitivity."""
     _fill(engine)
     _, _, assessment = _assess(engine, WEEKS[-1])

@@ -1,4 +1,4 @@
-"""Storage of input and performance drift (migration 0010) on SQLite and PostgreSQL: summaries read
+"""Storage of input and performance drift (migration 0009) on SQLite and PostgreSQL: summaries read
 back bit for bit (so a later week's statistics equal those of the raw samples), the frozen set's
 evaluation, and the views `input_drift` and `performance_drift`."""
 

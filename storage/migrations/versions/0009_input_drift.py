@@ -2,8 +2,8 @@
 the performance drift of each comparison, the frozen set's evaluation, views input_drift and
 performance_drift.
 
-Revision ID: 0010
-Revises: 0009 (0008, reserved for another branch, goes before 0009 when it lands)
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-19
 """
 
@@ -14,8 +14,8 @@ import sqlite3
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -137,7 +137,7 @@ def downgrade() -> None:
     # A plain DROP COLUMN, not a batch rebuild (see 0006: a rebuild of audit_runs cascades).
     if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
         raise RuntimeError(
-            f"downgrading below 0010 needs SQLite >= 3.35 (ALTER TABLE DROP COLUMN); this Python has "
+            f"downgrading below 0009 needs SQLite >= 3.35 (ALTER TABLE DROP COLUMN); this Python has "
             f"{sqlite3.sqlite_version}: use a Python built with a newer SQLite"
         )
     for name, _ in reversed(RUN_COLUMNS):

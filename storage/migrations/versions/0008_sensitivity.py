@@ -1,8 +1,8 @@
 """What the drift rule could have seen: each feature's plain change, its band on that change and its
 detectable rise and fall; the importance_changes view shows them, feature_sensitivity per feature.
 
-Revision ID: 0009
-Revises: 0007 (0008 is reserved for another branch; the integrator re-chains)
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-12
 """
 
@@ -13,7 +13,7 @@ import sqlite3
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
