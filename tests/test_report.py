@@ -463,6 +463,11 @@ def test_an_ok_report_says_what_the_audit_would_have_seen_and_gives_copies_advic
     assert "of a method's importance are not judged" in text
     # no history and no copies: the noise cannot be split yet
     assert "Copies advice: not estimable yet" in text
+    # advice for whoever owns the retraining: in the report, not in the weekly e-mail's summary
+    context = build_context(_with_drift(feature_names(6), collapsed=None))
+    email_text = visible_text(render_context(context, email=True))
+    assert "this week the audit would have seen" in email_text
+    assert "Copies advice" not in email_text
 
 
 def test_no_change_is_an_ok_banner_without_a_table() -> None:
