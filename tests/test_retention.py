@@ -180,3 +180,71 @@ def test_a_reaudit_of_a_pruned_drop_restores_it(history: sa.Engine) -> None:
             sa.select(AuditRun.status).join(ModelDrop).where(ModelDrop.week == M_WEEKS[0])
         ).all()
         assert statuses == [RunStatus.SUCCEEDED]
+
+
+# --- end to end: the command line, files after the commit ---------------------------------------
+
+CLI_WEEKS = [dt.date(2026, 3, 2), dt.date(2026, 3, 9), dt.date(2026, 3, 16)]
+
+
+@pytest.mark.slow
+def test_prune_command_removes_rows_then_files_and_the_next_run_leaves_the_drop_pruned(
+    tmp_path: Path, prefect_harness: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+    from tests.helpers import small_registry, table_counts
+
+    out = tmp_path / "out"
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    run = ["run", "--db", db_url, "--out", str(out), "--methods", "weight_sum", "--quiet"]
+    for n in range(1, len(CLI_WEEKS) + 1):  # one week at a time: each run writes its week's report
+        registry = small_registry(tmp_path, CLI_WEEKS[:n])
+        assert main([*run, "--registry", str(registry)]) == 0
+    cache = out / ".cache" / "methods"
+    with Session(make_engine(db_url)) as session:
+        rows = session.execute(sa.select(ModelDrop.week, ModelDrop.content_hash)).all()
+        hashes = {week: model_hash for week, model_hash in rows}
+        old_run = reads.load_audit(session, "registry", CLI_WEEKS[0])
+    assert old_run is not None
+    entries = {week: sorted(cache.glob(f"{model_hash}-*")) for week, model_hash in hashes.items()}
+    assert all(entries.values()), f"every drop has method cache entries named by its model: {entries}"
+    assert {path.name.split("-")[0] for path in cache.iterdir()} == set(hashes.values())  # nothing else
+    source = out / ".cache" / "sources" / "ab" / ("ab" * 32)
+    (source / "drop").mkdir(parents=True)
+    (source / "drop" / "model.keras").write_bytes(b"x" * 1000)
+    engine = make_engine(db_url)
+    with engine.begin() as connection:  # as if the oldest drop had been staged from an object store
+        connection.execute(
+            sa.text("UPDATE audit_runs SET source_hash = :key WHERE id = :id"),
+            {"key": "ab" * 32, "id": old_run.run_id},
+        )
+    prune = ["prune", "--db", db_url, "--out", str(out), "--as-of", "2026-03-17", "--keep-weeks", "1"]
+    capsys.readouterr()
+
+    assert main(prune) == 1  # fewer weeks than the drift rule's history needs
+    assert "--keep-weeks 9 or more, or --force" in capsys.readouterr().err
+
+    before = table_counts(engine)
+    assert main([*prune, "--force", "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "dry run: drops dated before 2026-03-10" in dry and "would remove" in dry
+    assert table_counts(engine) == before and source.is_dir() and (out / "2026-03-02").is_dir()
+
+    assert main([*prune, "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept: registry 2026-03-09 (baseline)" in printed
+    after = table_counts(engine)
+    assert after["audit_runs"] == before["audit_runs"] - 1 and after["importances"] < before["importances"]
+    assert not (out / "2026-03-02").exists()  # the report folder, now empty, went with its report
+    assert (out / "2026-03-09" / "report.html").is_file() and (out / "2026-03-16" / "report.html").is_file()
+    assert not any(path.exists() for path in entries[CLI_WEEKS[0]])
+    assert all(path.exists() for week in CLI_WEEKS[1:] for path in entries[week])
+    assert not source.exists() and not source.parent.exists()
+    assert "dry run" not in printed and f"{len(entries[CLI_WEEKS[0]])} method cache entr" in printed
+
+    # the next run finds the pruned drop in the registry and leaves it pruned
+    assert main([*run, "--registry", str(registry)]) == 0
+    with Session(engine) as session:
+        assert reads.audited_weeks(session, "registry") == set(CLI_WEEKS[1:])
+        assert reads.pruned_weeks(session, "registry") == {CLI_WEEKS[0]}
+    engine.dispose()
