@@ -47,7 +47,6 @@ from audit.model_formats import model_content_hash
 from audit.runner import method_context, run_method, select_methods
 from audit.types import AuditError, Drop, MethodOutcome, MethodStatus, ModelEvaluation
 from flows.cache_layout import METHOD_CACHE_DIR as METHOD_CACHE_DIR
-from flows.cache_layout import method_cache_prefix
 
 #: How long a cached figure is reused. Older entries are recomputed (and overwritten) when asked for;
 #: the cache folder can be deleted at any time, which only costs recomputation.
@@ -169,11 +168,14 @@ def method_jobs(
 def method_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """The cache key of a method task: the content hashes of the model and the sample, the method,
     the settings that change its figures, the seed, the code that computes them (`audit_code_digest`,
-    `custom_modules_digest`) and the Keras and TensorFlow versions; prefixed with the drop's primary
-    model's content hash (`method_cache_prefix`), which names the entry's drop (its copies' and the
-    frozen set's entries included) for retention."""
-    job: MethodJob = parameters["job"]
-    return method_cache_prefix(job.inputs.model_hashes[0]) + _digest(
+    `custom_modules_digest`) and the Keras and TensorFlow versions. Which drops use a key is
+    recorded beside the cache (`flows.cache_layout.record_drop_keys`), for `drift-audit prune`."""
+    return job_cache_key(parameters["job"])
+
+
+def job_cache_key(job: MethodJob) -> str:
+    """The cache key of `job` (`method_cache_key`)."""
+    return _digest(
         {
             "code": audit_code_digest(),
             "custom_modules": custom_modules_digest(job.inputs.custom_modules),

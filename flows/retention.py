@@ -3,7 +3,7 @@
 Which rows and which files: `storage.retention` (the newest audited drop of a model, the baseline
 of the oldest kept week and drops with an audit running always stay). The files of the pruned runs
 are found from the rows, before they are deleted: the report files they wrote (and their week
-folder, once empty), their method cache entries (``<out>/.cache/methods/<model hash>-*``,
+folder, once empty), their method cache entries that no kept drop uses (the lists of
 `flows.cache_layout`) and their staged sources (``<out>/.cache/sources/<key[:2]>/<key>``).
 
 Order: the rows are deleted and committed first, the files removed after the commit. A failed
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from audit.config import read_drop_config
 from audit.registry import CONFIG_FILE
 from audit.types import AuditError, DriftConfig, RunStatus
-from flows.cache_layout import METHOD_CACHE_DIR, method_cache_prefix
+from flows.cache_layout import DROP_KEYS_DIR, METHOD_CACHE_DIR, read_drop_keys
 from flows.sources import STAGING_DIR
 from flows.sources.staging import staged_folder
 from storage.models import AuditRun, ModelDrop
@@ -41,7 +41,8 @@ from storage.session import make_engine, redacted_url, require_current_schema
 
 @dataclass(frozen=True)
 class PruneFiles:
-    """The files of a prune: report files, method cache entries, staged source folders, and bytes."""
+    """The files of a prune: report files, method cache files (entries and the drops' key lists),
+    staged source folders, and bytes."""
 
     reports: tuple[Path, ...]
     method_entries: tuple[Path, ...]
@@ -148,15 +149,7 @@ def _prune_rows(
 
 def _files(plan: PrunePlan, out_dir: Path) -> PruneFiles:
     reports = tuple(path for path in (Path(p) for p in plan.report_paths) if path.is_file())
-    cache = out_dir / METHOD_CACHE_DIR
-    entries = tuple(
-        sorted(
-            path
-            for model_hash in plan.model_hashes
-            for path in (cache.glob(f"{method_cache_prefix(model_hash)}*") if cache.is_dir() else ())
-            if path.is_file()
-        )
-    )
+    entries = _cache_entries(out_dir / METHOD_CACHE_DIR, plan.model_hashes)
     staging = out_dir / STAGING_DIR
     sources = tuple(
         folder
@@ -165,6 +158,19 @@ def _files(plan: PrunePlan, out_dir: Path) -> PruneFiles:
     )
     total = sum(_size(path) for path in (*reports, *entries, *sources))
     return PruneFiles(reports, entries, sources, total)
+
+
+def _cache_entries(cache: Path, model_hashes: Sequence[str]) -> tuple[Path, ...]:
+    """The method cache entries of the pruned drops that no other drop's list names, and the pruned
+    drops' lists themselves (`flows.cache_layout`)."""
+    lists = {path.stem: path for path in (cache / DROP_KEYS_DIR).glob("*.keys")}
+    pruned = [lists[model_hash] for model_hash in model_hashes if model_hash in lists]
+    kept_keys: set[str] = set()
+    for model_hash, path in lists.items():
+        if model_hash not in model_hashes:
+            kept_keys |= read_drop_keys(path)
+    keys = set().union(*(read_drop_keys(path) for path in pruned)) - kept_keys
+    return tuple(sorted(path for path in (cache / key for key in keys) if path.is_file())) + tuple(pruned)
 
 
 def _size(path: Path) -> int:
@@ -209,7 +215,7 @@ def summary(result: PruneResult, db_url: str) -> Sequence[str]:
     lines.append(f"  {'total'.ljust(width)}  {plan.total_rows:>9}")
     lines.append(
         f"{verb} files: {len(files.reports)} report(s) in {len(files.report_folders)} folder(s), "
-        f"{len(files.method_entries)} method cache entr{'y' if len(files.method_entries) == 1 else 'ies'}, "
+        f"{len(files.method_entries)} method cache file(s), "
         f"{len(files.sources)} staged source(s); {files.bytes} bytes"
     )
     lines += [f"kept: {kept.model_name} {kept.week} ({kept.reason})" for kept in plan.kept]

@@ -41,6 +41,7 @@ from audit.types import (
 )
 from flows import progress
 from flows.artifacts import artifacts_task
+from flows.cache_layout import record_drop_keys
 from flows.database import flow_database_url
 from flows.delivery import EmailOptions, email_task
 from flows.leases import heartbeat
@@ -50,6 +51,7 @@ from flows.method_tasks import (
     FrozenModel,
     MethodJob,
     drop_inputs,
+    job_cache_key,
     method_jobs,
     method_task,
 )
@@ -466,6 +468,10 @@ def _score_drop(
     then fails the drop. A method's own failure is an outcome, not an exception.
     """
     jobs = method_jobs(loaded, inputs, frozen, settings.methods, settings.random_state)
+    try:  # which entries this drop uses, for `drift-audit prune` (a key names content, not a drop)
+        record_drop_keys(settings.method_cache, inputs.model_hashes[0], [job_cache_key(job) for job in jobs])
+    except OSError as error:  # bookkeeping of the cache: its failure must not fail the audit
+        get_run_logger().warning("%s: method cache keys not listed: %s", loaded.drop.week, error)
     cached_task = method_task.with_options(result_storage=settings.method_cache)
     futures: dict[PrefectFuture[MethodOutcome], MethodJob] = {cached_task.submit(job): job for job in jobs}
     for future in as_completed(list(futures)):

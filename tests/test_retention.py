@@ -32,7 +32,9 @@ def _outcomes(scale: float) -> tuple[MethodOutcome, ...]:
     )
 
 
-def _audit(session: Session, model: str, week: dt.date, model_hash: str) -> int:
+def _audit(
+    session: Session, model: str, week: dt.date, model_hash: str, reports: Path = Path("/reports")
+) -> int:
     """A stored audit of `week`, compared with the model's latest earlier one (as compare_task does)."""
     run_id = writes.start_run(session, model_name=model, week=week, model_path=f"/r/{week}/model.keras")
     facts = ModelFacts(Path(f"/r/{week}/model.keras"), model_hash, (None, 3), (None, 1), 7, Task.REGRESSION)
@@ -49,7 +51,7 @@ def _audit(session: Session, model: str, week: dt.date, model_hash: str) -> int:
     current, previous = reads.load_audit(session, model, week), reads.previous_audit(session, model, week)
     if current is not None and previous is not None:
         writes.save_comparisons(session, run_id, previous.run_id, compare_audits(current, previous))
-    report = Path(f"/reports/{week}/report.html")
+    report = reports / str(week) / "report.html"
     delivery_log.set_report_path(session, run_id, report)
     delivery_log.record_delivery(session, run_id, report, status=delivery_log.DeliveryStatus.WRITTEN)
     return run_id
@@ -182,6 +184,52 @@ def test_a_reaudit_of_a_pruned_drop_restores_it(history: sa.Engine) -> None:
         assert statuses == [RunStatus.SUCCEEDED]
 
 
+def test_files_that_cannot_be_removed_after_the_commit_are_listed_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    with Session(engine) as session, session.begin():
+        for index, week in enumerate(M_WEEKS):
+            _audit(session, "m", week, str(index) * 64, reports=tmp_path / "out")
+    engine.dispose()
+    for week in M_WEEKS:
+        (tmp_path / "out" / str(week)).mkdir(parents=True)
+        (tmp_path / "out" / str(week) / "report.html").write_text("<html></html>")
+    stuck = tmp_path / "out" / str(M_WEEKS[0]) / "report.html"
+    unlink = Path.unlink
+
+    def refuse(
+        path: Path, missing_ok: bool = False
+    ) -> None:  # a busy share or a permission (root ignores modes)
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    argv = [
+        "prune",
+        "--db",
+        db_url,
+        "--out",
+        str(tmp_path / "out"),
+        "--as-of",
+        str(AS_OF),
+        "--keep-weeks",
+        "2",
+    ]
+    assert main([*argv, "--force"]) == 1
+    captured = capsys.readouterr()
+    assert f"not removed: {stuck}: Permission denied" in captured.out
+    assert "the database is pruned but 1 file(s) could not be removed" in captured.err
+    assert stuck.is_file() and not (tmp_path / "out" / str(M_WEEKS[1])).exists()  # the others went
+    with Session(make_engine(db_url)) as session:
+        assert reads.pruned_weeks(session, "m") == set(M_WEEKS[:3])  # committed before the files
+
+
 # --- end to end: the command line, files after the commit ---------------------------------------
 
 CLI_WEEKS = [dt.date(2026, 3, 2), dt.date(2026, 3, 9), dt.date(2026, 3, 16)]
@@ -191,6 +239,7 @@ CLI_WEEKS = [dt.date(2026, 3, 2), dt.date(2026, 3, 9), dt.date(2026, 3, 16)]
 def test_prune_command_removes_rows_then_files_and_the_next_run_leaves_the_drop_pruned(
     tmp_path: Path, prefect_harness: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from flows.cache_layout import drop_keys_file, read_drop_keys
     from flows.cli import main
     from tests.helpers import small_registry, table_counts
 
@@ -206,9 +255,11 @@ def test_prune_command_removes_rows_then_files_and_the_next_run_leaves_the_drop_
         hashes = {week: model_hash for week, model_hash in rows}
         old_run = reads.load_audit(session, "registry", CLI_WEEKS[0])
     assert old_run is not None
-    entries = {week: sorted(cache.glob(f"{model_hash}-*")) for week, model_hash in hashes.items()}
-    assert all(entries.values()), f"every drop has method cache entries named by its model: {entries}"
-    assert {path.name.split("-")[0] for path in cache.iterdir()} == set(hashes.values())  # nothing else
+    lists = {week: drop_keys_file(cache, model_hash) for week, model_hash in hashes.items()}
+    entries = {week: sorted(cache / key for key in read_drop_keys(path)) for week, path in lists.items()}
+    assert all(entries.values()), f"every drop lists its method cache entries: {entries}"
+    files = {path for path in cache.iterdir() if path.is_file()}
+    assert files == {path for paths in entries.values() for path in paths}  # each entry listed, nothing else
     source = out / ".cache" / "sources" / "ab" / ("ab" * 32)
     (source / "drop").mkdir(parents=True)
     (source / "drop" / "model.keras").write_bytes(b"x" * 1000)
@@ -237,10 +288,10 @@ def test_prune_command_removes_rows_then_files_and_the_next_run_leaves_the_drop_
     assert after["audit_runs"] == before["audit_runs"] - 1 and after["importances"] < before["importances"]
     assert not (out / "2026-03-02").exists()  # the report folder, now empty, went with its report
     assert (out / "2026-03-09" / "report.html").is_file() and (out / "2026-03-16" / "report.html").is_file()
-    assert not any(path.exists() for path in entries[CLI_WEEKS[0]])
+    assert not any(path.exists() for path in entries[CLI_WEEKS[0]]) and not lists[CLI_WEEKS[0]].exists()
     assert all(path.exists() for week in CLI_WEEKS[1:] for path in entries[week])
     assert not source.exists() and not source.parent.exists()
-    assert "dry run" not in printed and f"{len(entries[CLI_WEEKS[0]])} method cache entr" in printed
+    assert "dry run" not in printed and f"{len(entries[CLI_WEEKS[0]]) + 1} method cache file(s)" in printed
 
     # the next run finds the pruned drop in the registry and leaves it pruned
     assert main([*run, "--registry", str(registry)]) == 0
