@@ -55,7 +55,9 @@ def run_backend(backend: str, args: argparse.Namespace, folder: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default both)")
     parser.add_argument("--weeks", type=int, default=52, help="weekly drops (default 52)")
     parser.add_argument("--keep-weeks", type=int, default=9, help="weeks kept (default 9)")
