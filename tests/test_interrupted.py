@@ -167,3 +167,29 @@ def test_only_expired_leases_are_interrupted_and_each_row_keeps_its_own(db_url: 
 def test_a_lease_under_one_second_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1 second"):
         leases.check_lease(0.5)
+
+
+def test_the_heartbeat_renews_the_lease_while_the_block_runs_and_stops_after(db_url: str) -> None:
+    from flows.leases import heartbeat
+
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    with Session(engine) as session, session.begin():
+        run_id = _start(session, WEEKS[0], 1.0)  # renewed every 0.25 s
+
+    def last_beat() -> dt.datetime:
+        with Session(engine) as session:
+            beat = session.get_one(AuditRun, run_id).heartbeat_at
+        assert beat is not None
+        return beat
+
+    started = last_beat()
+    with heartbeat(engine, run_id, 1.0):
+        time.sleep(1.5)  # longer than the lease: only the renewals keep it
+        with Session(engine) as session, session.begin():
+            assert leases.expire_leases(session) == []
+        renewed = last_beat()
+    assert renewed > started
+    time.sleep(0.6)
+    assert last_beat() - renewed < dt.timedelta(seconds=0.3)  # stopped with the block (one last beat at most)
+    engine.dispose()
