@@ -84,8 +84,11 @@ def test_a_killed_audit_is_marked_interrupted_and_the_next_run_completes(
         stderr=subprocess.DEVNULL,
     )
     try:
+        engine = make_engine(db_url)
+        upgrade_database(engine)  # here, while the subprocess imports TensorFlow (its own then finds it done)
+        engine.dispose()
         killed_run = _wait_for_running(db_url, database, process)
-        time.sleep(0.5)  # mid-audit: the drop is loading or its methods are running
+        time.sleep(0.2)  # mid-audit: the drop is loading or its methods are running
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)
