@@ -53,6 +53,9 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     #: A succeeded run whose figures were replaced by a later re-audit of the same drop.
     SUPERSEDED = "superseded"
+    #: A running audit whose process stopped renewing its lease (killed, machine lost): see
+    #: storage.leases. Never holds figures.
+    INTERRUPTED = "interrupted"
 
 
 class MethodStatus(StrEnum):
@@ -778,6 +781,18 @@ class DriftAssessment:
 
 
 @dataclass(frozen=True)
+class InterruptedRun:
+    """An audit marked ``interrupted``: its process stopped renewing its lease (killed, lost)."""
+
+    run_id: int
+    model_name: str
+    week: dt.date
+    started_at: dt.datetime
+    #: Its last heartbeat (None: started before leases existed, revision 0010).
+    heartbeat_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class ReportInput:
     """What a weekly report shows: this drop, the one before it (if any) and their comparison."""
 
@@ -793,6 +808,9 @@ class ReportInput:
     input_drift: InputDriftAssessment | None = None
     #: The eval loss against the previous drop's, with its band and verdict (None: not measured).
     performance: PerformanceDrift | None = None
+    #: Audits of this model's drops in the report's history window that were interrupted (their
+    #: process killed mid-audit; storage.leases), oldest drop first.
+    interrupted: tuple[InterruptedRun, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The ``drift-audit`` command line: ``run``, ``backfill``, ``demo``, ``db upgrade`` and ``history``.
+"""The ``drift-audit`` command line: ``run``, ``backfill``, ``demo``, ``db upgrade``, ``history`` and
+``prune``.
 
 Exit status: 0 when the audit succeeded (whether or not anything drifted), 1 with a one-line error
 on stderr when it failed, 2 for a usage error.
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         help="importable module that registers custom layers (repeatable); imported before loading",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    _lease_argument(run)
     _runner_arguments(run)
     _email_arguments(run)
     run.set_defaults(handler=_run)
@@ -146,7 +148,45 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "csv", "json"), default="table", help="(default table)"
     )
     history.set_defaults(handler=_history)
+    _prune_parser(commands)
     return parser
+
+
+def _prune_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prune = commands.add_parser(
+        "prune",
+        help="remove runs, figures, reports and caches of drops older than N weeks",
+        description="Remove the runs, figures, comparisons, drift calls and delivery log of drops dated"
+        " more than N weeks ago, then their report files, method cache entries and staged sources."
+        " The newest audited drop of each model, the drop the oldest kept week was compared with, and"
+        " drops with an audit running stay. Rows go in one transaction; files after its commit.",
+    )
+    prune.add_argument(
+        "--keep-weeks", type=_positive, required=True, metavar="N", help="keep the drops of the last N weeks"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="print what would go and change nothing")
+    prune.add_argument(
+        "--force",
+        action="store_true",
+        help="allow N below the drift rule's history_weeks + 1 (the noise bands then start cold)",
+    )
+    prune.add_argument(
+        "--db",
+        help=f"SQLAlchemy database URL (default: ${DB_URL_ENV}, else sqlite file <out>/drift-audit.db)",
+    )
+    prune.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT_DIR),
+        help="report folder of `run` (its .cache holds the method cache and staged sources)",
+    )
+    prune.add_argument(
+        "--as-of",
+        type=_week,
+        metavar="DATE",
+        help="count the N weeks back from this day (default: today, UTC)",
+    )
+    prune.set_defaults(handler=_prune)
 
 
 def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -176,6 +216,7 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--custom-module", action="append", default=[], metavar="MODULE", help="as for `run` (repeatable)"
     )
     backfill.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    _lease_argument(backfill)
     _runner_arguments(backfill)
     _email_arguments(backfill)
     backfill.set_defaults(handler=_backfill)
@@ -218,6 +259,26 @@ def _database_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="Prefect Secret block holding the database URL (the flow parameter db_secret)",
     )
+
+
+def _lease_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lease",
+        type=_lease,
+        metavar="SECONDS",
+        help="how long a drop's run stays `running` without a heartbeat (renewed every quarter of it);"
+        " a killed run is marked `interrupted` by the next run after that (default 120)",
+    )
+
+
+def _lease(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 1")
+    return seconds
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -382,6 +443,7 @@ def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
         options=options,
         email=_email_parameters(args),
         source=SourceOptions(args.mlflow_tracking_uri, args.storage_block),
+        lease_seconds=args.lease,
     )
 
 
@@ -443,6 +505,25 @@ def _db_upgrade(args: argparse.Namespace) -> int:
         raise AuditError(f"no database to upgrade: pass --db URL or set {DB_URL_ENV}")
     upgrade_database(make_engine(db_url))
     print(f"database {redacted_url(db_url)} is at the newest schema revision", file=sys.stderr)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from flows.retention import prune, summary
+
+    db_url = command_database_url(args.db) or default_db_url(args.out)
+    result = prune(
+        db_url, args.out, args.keep_weeks, as_of=args.as_of, dry_run=args.dry_run, force=args.force
+    )
+    for line in summary(result, db_url):
+        print(line)
+    if result.not_removed:
+        print(
+            f"drift-audit: error: the database is pruned but {len(result.not_removed)} file(s) could not be"
+            " removed (listed above); remove them by hand",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -46,12 +46,11 @@ from audit.loading import LoadedDrop, load_drop, load_model
 from audit.model_formats import model_content_hash
 from audit.runner import method_context, run_method, select_methods
 from audit.types import AuditError, Drop, MethodOutcome, MethodStatus, ModelEvaluation
+from flows.cache_layout import METHOD_CACHE_DIR as METHOD_CACHE_DIR
 
 #: How long a cached figure is reused. Older entries are recomputed (and overwritten) when asked for;
 #: the cache folder can be deleted at any time, which only costs recomputation.
 METHOD_CACHE_EXPIRATION = dt.timedelta(days=30)
-#: Where cached figures live, under the flow's output folder.
-METHOD_CACHE_DIR = Path(".cache") / "methods"
 #: Drops (and previous-week models) kept loaded per process: the current one and the one before.
 LOADED_PER_PROCESS = 2
 
@@ -169,8 +168,13 @@ def method_jobs(
 def method_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """The cache key of a method task: the content hashes of the model and the sample, the method,
     the settings that change its figures, the seed, the code that computes them (`audit_code_digest`,
-    `custom_modules_digest`) and the Keras and TensorFlow versions."""
-    job: MethodJob = parameters["job"]
+    `custom_modules_digest`) and the Keras and TensorFlow versions. Which drops use a key is
+    recorded beside the cache (`flows.cache_layout.record_drop_keys`), for `drift-audit prune`."""
+    return job_cache_key(parameters["job"])
+
+
+def job_cache_key(job: MethodJob) -> str:
+    """The cache key of `job` (`method_cache_key`)."""
     return _digest(
         {
             "code": audit_code_digest(),

@@ -159,6 +159,8 @@ class AuditRequest:
     options: MethodOptions = field(default_factory=MethodOptions)
     email: EmailParameters = field(default_factory=EmailParameters)
     source: SourceOptions = field(default_factory=SourceOptions)
+    #: Seconds each drop's run holds its lease without a heartbeat (None: the flow's default, 120 s).
+    lease_seconds: float | None = None
 
     def flow_parameters(self) -> dict[str, object]:
         """The keyword arguments of the `weekly_audit` flow, as Prefect stores them (lists, strings)."""
@@ -167,6 +169,7 @@ class AuditRequest:
             "out_dir": str(self.out_dir),
             "model_name": self.model_name,
             "db_secret": self.db_secret,
+            "lease_seconds": self.lease_seconds,
             **_fields(self.scope),
             **_fields(self.options),
             **_fields(self.email),

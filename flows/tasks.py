@@ -60,6 +60,7 @@ from reports.rendered import RenderedReport
 from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
 from storage import delivery_log, reads, writes
 from storage.history import report_history
+from storage.leases import DEFAULT_LEASE_SECONDS, expire_leases, interrupted_runs
 from storage.session import make_engine, upgrade_database
 
 
@@ -173,17 +174,27 @@ def plan_task(
     db_url: str, model_name: str, listing: SourceListing, scope: DropScope
 ) -> tuple[SourceDrop, ...]:
     """The drops to audit, oldest first: just the re-audited ``scope.week``, or the drops of the
-    scope's range (default: all) without current figures, or with ``scope.redo`` every one of them."""
+    scope's range (default: all) without current figures and not pruned (`drift-audit prune`), or
+    with ``scope.redo`` every one of them."""
     in_scope = scope.drops(listing.drops)
     if scope.week is not None:
         return in_scope
     with Session(engine_for(db_url)) as session:
         done = reads.audited_weeks(session, model_name)
-    pending = in_scope if scope.redo else tuple(drop for drop in in_scope if drop.week not in done)
+        pruned = reads.pruned_weeks(session, model_name)
+    # a pruned drop is not audited again by a plain run (the prune would be undone at once)
+    pending = in_scope if scope.redo else tuple(d for d in in_scope if d.week not in done | pruned)
     redone = sum(drop.week in done for drop in pending)
-    get_run_logger().info(
-        "%d drop(s) to audit (%d re-audited), %d already audited", len(pending), redone, len(done)
-    )
+    logger = get_run_logger()
+    logger.info("%d drop(s) to audit (%d re-audited), %d already audited", len(pending), redone, len(done))
+    skipped = sorted(drop.week for drop in in_scope if drop.week in pruned and drop not in pending)
+    if skipped:
+        logger.info(
+            "%d pruned drop(s) not audited again (%s ... %s); `backfill --redo` audits them",
+            len(skipped),
+            skipped[0],
+            skipped[-1],
+        )
     return pending
 
 
@@ -201,7 +212,14 @@ def stale_comparisons_task(db_url: str, model_name: str, audited: Sequence[dt.da
 
 
 @task(name="start-run", cache_policy=NO_CACHE, **IO_RETRIES)
-def start_run_task(db_url: str, model_name: str, drop: SourceDrop, flow_run_id: str | None) -> int:
+def start_run_task(
+    db_url: str,
+    model_name: str,
+    drop: SourceDrop,
+    flow_run_id: str | None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> int:
+    """A new ``running`` run of the drop, holding a lease of `lease_seconds` (`flows.leases`)."""
     with Session(engine_for(db_url)) as session, session.begin():
         return writes.start_run(
             session,
@@ -210,7 +228,28 @@ def start_run_task(db_url: str, model_name: str, drop: SourceDrop, flow_run_id: 
             model_path=drop.local.model_path if drop.local is not None else drop.location,
             flow_run_id=flow_run_id,
             provenance=drop.provenance,
+            lease_seconds=lease_seconds,
         )
+
+
+@task(name="expire-leases", cache_policy=NO_CACHE, **IO_RETRIES)
+def expire_leases_task(db_url: str) -> int:
+    """Mark ``interrupted`` the running audits (of any drop) whose lease expired: their process was
+    killed or lost. Concurrent audits renewing their lease keep theirs. Returns how many."""
+    with Session(engine_for(db_url)) as session, session.begin():
+        expired = expire_leases(session)
+    logger = get_run_logger()
+    for run in expired:
+        last = run.heartbeat_at or run.started_at
+        logger.warning(
+            "%s %s: run %d marked interrupted (started %s, no heartbeat since %s)",
+            run.model_name,
+            run.week,
+            run.run_id,
+            run.started_at.isoformat(timespec="seconds"),
+            last.isoformat(timespec="seconds"),
+        )
+    return len(expired)
 
 
 @task(name="load", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -377,6 +416,8 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
         importance_history = report_history(
             session, model_name, week, weeks=HISTORY_WEEKS, top_k=HISTORY_FEATURES
         )
+        since = week - dt.timedelta(weeks=HISTORY_WEEKS)  # the interrupted audits of the same window
+        interrupted = tuple(interrupted_runs(session, model_name, since=since))
     logger = get_run_logger()
     gaps = () if previous is None else missing_weeks(previous.week, week)
     if gaps and previous is not None:  # a skipped retrain: the change spans more than one week
@@ -407,6 +448,7 @@ def compare_task(db_url: str, model_name: str, week: dt.date, drift_config: Drif
         history=importance_history,
         input_drift=input_drift,
         performance=performance,
+        interrupted=interrupted,
     )
 
 

@@ -41,14 +41,17 @@ from audit.types import (
 )
 from flows import progress
 from flows.artifacts import artifacts_task
+from flows.cache_layout import record_drop_keys
 from flows.database import flow_database_url
 from flows.delivery import EmailOptions, email_task
+from flows.leases import heartbeat
 from flows.method_tasks import (
     METHOD_CACHE_DIR,
     DropInputs,
     FrozenModel,
     MethodJob,
     drop_inputs,
+    job_cache_key,
     method_jobs,
     method_task,
 )
@@ -67,7 +70,9 @@ from flows.sources import STAGING_DIR, Catalog, SourceDrop
 from flows.tasks import (
     catalog_task,
     compare_task,
+    engine_for,
     evaluate_task,
+    expire_leases_task,
     frozen_model_task,
     latest_week_task,
     load_task,
@@ -81,6 +86,7 @@ from flows.tasks import (
     upgrade_database_task,
 )
 from reports.rendered import RenderedReport
+from storage.leases import DEFAULT_LEASE_SECONDS, check_lease
 
 
 @dataclass(frozen=True)
@@ -107,17 +113,24 @@ class DropSettings:
     custom_modules: tuple[str, ...]
     #: Folder of the method tasks' cached results (`flows.method_tasks`), ``<out_dir>/.cache/methods``.
     method_cache: Path
+    #: Seconds each drop's run holds its lease after a heartbeat (`flows.leases`).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @classmethod
-    def of(cls, options: MethodOptions, out_dir: Path) -> DropSettings:
-        """The settings of `options`, with the method names checked (a bad one fails the run before
-        any drop is loaded)."""
+    def of(cls, options: MethodOptions, out_dir: Path, lease_seconds: float | None = None) -> DropSettings:
+        """The settings of `options`, with the method names and the lease checked (a bad one fails
+        the run before any drop is loaded)."""
+        try:
+            lease = DEFAULT_LEASE_SECONDS if lease_seconds is None else check_lease(lease_seconds)
+        except ValueError as error:
+            raise AuditError(f"lease_seconds: {error}") from None
         return cls(
             methods=chosen_methods(options.methods),
             random_state=options.random_state,
             trust_model_code=options.trust_model_code,
             custom_modules=options.custom_modules,
             method_cache=(out_dir / METHOD_CACHE_DIR).resolve(),
+            lease_seconds=lease,
         )
 
 
@@ -241,6 +254,7 @@ def weekly_audit(
     attach_report: bool = False,
     mlflow_tracking_uri: str | None = None,
     storage_block: str | None = None,
+    lease_seconds: float | None = None,
 ) -> AuditResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
@@ -278,6 +292,9 @@ def weekly_audit(
         ``MLFLOW_TRACKING_URI``); its token comes from ``MLFLOW_TRACKING_TOKEN``, never from here.
     storage_block : name of a Prefect AwsCredentials / GcpCredentials block for an object store
         (default: the standard environment, AWS_* or GOOGLE_APPLICATION_CREDENTIALS).
+    lease_seconds : how long each drop's run stays ``running`` without a heartbeat (renewed every
+        quarter of it while the drop is audited); a run of a killed process is marked
+        ``interrupted`` by the first run after that. None: 120 s (`storage.leases`).
     """
     if mlflow_tracking_uri is not None:  # a flow parameter, stored by Prefect: no password in it
         refuse_password(mlflow_tracking_uri, "--mlflow-tracking-uri")
@@ -291,7 +308,7 @@ def weekly_audit(
     )
     scope = DropScope(week, from_week, to_week, redo)
     options = MethodOptions(_tuple(methods), random_state, trust_model_code, tuple(custom_modules or ()))
-    settings = DropSettings.of(options, target.out_dir)
+    settings = DropSettings.of(options, target.out_dir, lease_seconds)
     email = EmailOptions(
         _tuple(email_to), email_from, smtp_host, smtp_port, smtp_security, smtp_block, send_email
     )
@@ -309,6 +326,7 @@ def _audit_registry(
     """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
     weeks that follow them, render the newest report, publish and e-mail it."""
     upgrade_database_task(target.db_url)
+    expire_leases_task(target.db_url)
     cache = (target.out_dir / STAGING_DIR).resolve()
     catalog = catalog_task(
         target.db_url,
@@ -399,8 +417,18 @@ def _audit_drop(target: AuditTarget, drop: SourceDrop, catalog: Catalog, setting
     """Audit one drop (staging it first when it is remote): its drift thresholds on success, else the
     one-line error (also stored with its run)."""
     db = target.db_url
-    run_id = start_run_task(db, target.model_name, drop, flow_run.id)
+    run_id = start_run_task(db, target.model_name, drop, flow_run.id, settings.lease_seconds)
     progress.drop_started(drop.week, settings.methods)
+    with heartbeat(engine_for(db), run_id, settings.lease_seconds, get_run_logger()):
+        return _audit_started(target, drop, catalog, settings, run_id)
+
+
+def _audit_started(
+    target: AuditTarget, drop: SourceDrop, catalog: Catalog, settings: DropSettings, run_id: int
+) -> DropAudit:
+    """The audit of a drop whose run `run_id` is started: stage, load, score, store (or record the
+    failure)."""
+    db = target.db_url
     try:
         staged = stage_task(catalog, drop)
         loaded = load_task(staged.drop, settings.trust_model_code, settings.custom_modules)
@@ -440,6 +468,10 @@ def _score_drop(
     then fails the drop. A method's own failure is an outcome, not an exception.
     """
     jobs = method_jobs(loaded, inputs, frozen, settings.methods, settings.random_state)
+    try:  # which entries this drop uses, for `drift-audit prune` (a key names content, not a drop)
+        record_drop_keys(settings.method_cache, inputs.model_hashes[0], [job_cache_key(job) for job in jobs])
+    except OSError as error:  # bookkeeping of the cache: its failure must not fail the audit
+        get_run_logger().warning("%s: method cache keys not listed: %s", loaded.drop.week, error)
     cached_task = method_task.with_options(result_storage=settings.method_cache)
     futures: dict[PrefectFuture[MethodOutcome], MethodJob] = {cached_task.submit(job): job for job in jobs}
     for future in as_completed(list(futures)):

@@ -108,4 +108,5 @@ def build_context(
         inputs_are_sequences=report_input.input_drift is not None and report_input.input_drift.sequences,
         report_link=report_link,
         report_attached=report_attached,
+        interrupted=report_input.interrupted,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from audit.types import DropProvenance, ModelEvaluation, PerformanceDrift
+from audit.types import DropProvenance, InterruptedRun, ModelEvaluation, PerformanceDrift
 
 
 @dataclass(frozen=True)
@@ -326,5 +326,7 @@ class ReportContext:
     inputs_are_sequences: bool = False
     #: Where the full report is published (``--report-url``), for the e-mail's first link.
     report_link: str | None = None
+    #: Audits of recent drops whose process was killed mid-audit (marked ``interrupted``).
+    interrupted: tuple[InterruptedRun, ...] = ()
     #: The e-mail carries the full report as an attachment (report.html).
     report_attached: bool = True

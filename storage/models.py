@@ -88,12 +88,19 @@ class ModelDrop(Base):
     n_parameters: Mapped[int | None]
     task: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+    #: When `drift-audit prune` removed the drop's runs and figures (revision 0010; NULL: not
+    #: pruned). The row stays so a later run does not audit the drop again; a re-audit clears it.
+    pruned_at: Mapped[dt.datetime | None]
 
     runs: Mapped[list[AuditRun]] = relationship(back_populates="drop")
 
 
 class AuditRun(Base):
-    """One attempt to audit a drop. Only `succeeded` runs have figures; re-audits supersede them."""
+    """One attempt to audit a drop. Only `succeeded` runs have figures; re-audits supersede them.
+
+    A ``running`` run holds a lease (revision 0010): it renews `heartbeat_at` while it works, and a
+    later run marks it ``interrupted`` once `heartbeat_at` + `lease_seconds` has passed (storage.leases).
+    """
 
     __tablename__ = "audit_runs"
     __table_args__ = (Index("ix_audit_runs_drop_status", "drop_id", "status"),)
@@ -126,6 +133,10 @@ class AuditRun(Base):
     frozen_eval_loss_se: Mapped[float | None] = mapped_column(Float)
     frozen_eval_metric: Mapped[float | None] = mapped_column(Float)
     report_path: Mapped[str | None] = mapped_column(Text)
+    #: The lease of a running audit (revision 0010): its last heartbeat and how long that holds.
+    #: NULL for runs started before 0010.
+    heartbeat_at: Mapped[dt.datetime | None]
+    lease_seconds: Mapped[float | None] = mapped_column(Float)
     #: Where a drop staged from a remote source came from (revision 0007; NULL for local folders):
     #: its URI (``s3://...``, ``mlflow://<name>/<version>``), the staged copy's content key, the
     #: MLflow version, its run and the aliases it held, and each object's ETag (a JSON object).

@@ -101,6 +101,15 @@ def audited_weeks(session: Session, model_name: str) -> set[dt.date]:
     return set(rows)
 
 
+def pruned_weeks(session: Session, model_name: str) -> set[dt.date]:
+    """Weeks of `model_name` whose drop `drift-audit prune` removed (and no later audit restored)."""
+    return set(
+        session.scalars(
+            select(ModelDrop.week).where(ModelDrop.model_name == model_name, ModelDrop.pruned_at.is_not(None))
+        )
+    )
+
+
 def latest_audited_week(session: Session, model_name: str) -> dt.date | None:
     weeks = audited_weeks(session, model_name)
     return max(weeks) if weeks else None

@@ -77,6 +77,22 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def require_current_schema(engine: Engine) -> None:
+    """An `AuditError` naming the fix when the database is not at the newest schema revision (a
+    command that must not migrate, e.g. ``prune --dry-run``, checks this first)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise AuditError(
+            f"database {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {current or 'none'}, not {head}; run `drift-audit db upgrade --db URL` first"
+        )
+
+
 def redacted_url(url: str) -> str:
     """`url` with any password replaced by ***, for logs and messages."""
     try:

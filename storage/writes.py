@@ -51,6 +51,7 @@ from audit.types import (
     PerformanceDrift,
     RunStatus,
 )
+from storage.leases import DEFAULT_LEASE_SECONDS, check_lease
 from storage.models import (
     MAX_ERROR_CHARS,
     AuditRun,
@@ -106,8 +107,12 @@ def start_run(
     model_path: Path | str,
     flow_run_id: str | None = None,
     provenance: DropProvenance | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> int:
     """Create (or find) the drop's row and a new ``running`` run for it; returns the run id.
+
+    The run holds a lease of `lease_seconds` from now, which its process renews while it works
+    (`storage.leases`): a run that stops renewing it is later marked ``interrupted``.
 
     `model_path` is the model file, or the URI of a remote drop not staged yet; `provenance` (a
     remote drop) is what its listing told, so a run that fails while staging still says where the
@@ -120,7 +125,15 @@ def start_run(
         drop_id = _drop_id(session, model_name, week)
         if drop_id is None:  # pragma: no cover - the row was just inserted or found
             raise RuntimeError(f"model_drops row of {model_name} {week} vanished after its insert")
-    run = AuditRun(drop_id=drop_id, status=RunStatus.RUNNING.value, flow_run_id=flow_run_id)
+    now = utc_now()
+    run = AuditRun(
+        drop_id=drop_id,
+        status=RunStatus.RUNNING.value,
+        flow_run_id=flow_run_id,
+        started_at=now,
+        heartbeat_at=now,
+        lease_seconds=check_lease(lease_seconds),
+    )
     _set_provenance(run, provenance)
     session.add(run)
     session.flush()
@@ -236,6 +249,7 @@ def record_success(
     drop.output_shape = json.dumps(list(facts.output_shape))
     drop.n_parameters = facts.n_parameters
     drop.task = facts.task.value
+    drop.pruned_at = None  # a pruned drop audited again holds figures again
     earlier = select(AuditRun.id).where(AuditRun.drop_id == drop.id, AuditRun.id != run_id)
     for table in _FIGURE_TABLES:
         session.execute(delete(table).where(table.run_id.in_(earlier)))

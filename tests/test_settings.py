@@ -78,6 +78,7 @@ def test_flow_parameters_are_flat_lists_and_strings_without_a_database_url() -> 
         "out_dir": "/data/out",
         "model_name": "churn",
         "db_secret": "drift-db",
+        "lease_seconds": None,
         "week": None,
         "from_week": W1,
         "to_week": W3,
