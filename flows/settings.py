@@ -144,11 +144,25 @@ class SourceOptions:
 
 
 @dataclass(frozen=True)
+class FleetOptions:
+    """More than one model in a run (`flows.fleet`): the registries of ``--registry`` given several
+    times, a ``--fleet`` root of model registries, and whether each model is also e-mailed alone."""
+
+    #: Every ``--registry`` when there are several (one alone is `AuditRequest.registry`).
+    registries: tuple[str, ...] | None = None
+    #: A folder or object-store prefix whose sub-folders are model registries.
+    fleet: str | None = None
+    #: E-mail each model's report as well as the digest (default: the digest replaces them).
+    email_per_model: bool = False
+
+
+@dataclass(frozen=True)
 class AuditRequest:
     """One audit run as the command line asks for it, before any of it is checked or run."""
 
-    #: A folder, or ``s3://``, ``gs://``, ``file://``, ``mlflow://`` (`audit.sources.parse_registry`).
-    registry: Path | str
+    #: A folder, or ``s3://``, ``gs://``, ``file://``, ``mlflow://`` (`audit.sources.parse_registry`);
+    #: None when the models are in `fleet` (several registries, a fleet root).
+    registry: Path | str | None = None
     out_dir: Path = Path(DEFAULT_OUT_DIR)
     #: Name stored with the figures (None: the registry folder's or prefix's name, or the
     #: registered model's).
@@ -159,11 +173,18 @@ class AuditRequest:
     options: MethodOptions = field(default_factory=MethodOptions)
     email: EmailParameters = field(default_factory=EmailParameters)
     source: SourceOptions = field(default_factory=SourceOptions)
+    fleet: FleetOptions = field(default_factory=FleetOptions)
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """Every registry named one by one (``--registry``), without the fleet root's."""
+        single = () if self.registry is None else (str(self.registry),)
+        return (*single, *(self.fleet.registries or ()))
 
     def flow_parameters(self) -> dict[str, object]:
         """The keyword arguments of the `weekly_audit` flow, as Prefect stores them (lists, strings)."""
         flat: dict[str, object] = {
-            "registry": str(self.registry),
+            "registry": None if self.registry is None else str(self.registry),
             "out_dir": str(self.out_dir),
             "model_name": self.model_name,
             "db_secret": self.db_secret,
@@ -171,6 +192,7 @@ class AuditRequest:
             **_fields(self.options),
             **_fields(self.email),
             **_fields(self.source),
+            **_fields(self.fleet),
         }
         return {name: list(value) if isinstance(value, tuple) else value for name, value in flat.items()}
 

@@ -16,8 +16,10 @@ The database URL is resolved by `flows.database` (a password is never a paramete
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from prefect.states import Failed
 
 from audit.config import read_drop_config
 from audit.loading import LoadedDrop
-from audit.sources import SourceKind, parse_registry, refuse_password
+from audit.sources import refuse_password
 from audit.types import (
     AuditError,
     DriftConfig,
@@ -43,6 +45,7 @@ from flows import progress
 from flows.artifacts import artifacts_task
 from flows.database import flow_database_url
 from flows.delivery import EmailOptions, email_task
+from flows.fleet import Fleet, FleetMember, resolve_fleet
 from flows.method_tasks import (
     METHOD_CACHE_DIR,
     DropInputs,
@@ -200,15 +203,6 @@ class AuditResult:
     verdict: DropVerdict | None = None
 
 
-def default_model_name(registry: str) -> str:
-    """The model name stored by default: a folder's name, a prefix's last segment, or the
-    registered model's name."""
-    location = parse_registry(registry)
-    if location.kind is SourceKind.LOCAL:
-        return Path(location.path).resolve().name
-    return location.default_model_name
-
-
 def one_line(error: BaseException) -> str:
     """An exception as one line: the message of an `AuditError`, else type and message."""
     text = " ".join(str(error).split())
@@ -217,7 +211,7 @@ def one_line(error: BaseException) -> str:
 
 @flow(name="weekly-audit", log_prints=False, task_runner=default_task_runner())
 def weekly_audit(
-    registry: str,
+    registry: str | None = None,
     db_url: str | None = None,
     out_dir: str = DEFAULT_OUT_DIR,
     week: dt.date | None = None,
@@ -241,7 +235,10 @@ def weekly_audit(
     attach_report: bool = False,
     mlflow_tracking_uri: str | None = None,
     storage_block: str | None = None,
-) -> AuditResult | State[object]:
+    registries: list[str] | None = None,
+    fleet: str | None = None,
+    email_per_model: bool = False,
+) -> AuditResult | FleetResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
     Parameters
@@ -282,20 +279,22 @@ def weekly_audit(
     if mlflow_tracking_uri is not None:  # a flow parameter, stored by Prefect: no password in it
         refuse_password(mlflow_tracking_uri, "--mlflow-tracking-uri")
     check_report_url(report_url)  # a report URL that is not http(s) fails before anything is audited
-    target = AuditTarget(
-        registry=registry,
-        db_url=flow_database_url(db_url, db_secret, out_dir),
-        out_dir=Path(out_dir),
-        model_name=model_name or default_model_name(registry),
-        source=SourceOptions(mlflow_tracking_uri, storage_block),
-    )
+    given = [*([registry] if registry else []), *(registries or [])]
+    models = resolve_fleet(given, fleet, model_name, storage_block=storage_block)
+    db = flow_database_url(db_url, db_secret, out_dir)
+    source = SourceOptions(mlflow_tracking_uri, storage_block)
     scope = DropScope(week, from_week, to_week, redo)
     options = MethodOptions(_tuple(methods), random_state, trust_model_code, tuple(custom_modules or ()))
-    settings = DropSettings.of(options, target.out_dir)
+    settings = DropSettings.of(options, Path(out_dir))
     email = EmailOptions(
         _tuple(email_to), email_from, smtp_host, smtp_port, smtp_security, smtp_block, send_email
     )
     publishing = EmailParameters(report_url=report_url, attach_report=attach_report).publishing
+    if models.is_fleet:
+        run = FleetRun(models, db, Path(out_dir), source, scope, settings, publishing)
+        return _audit_fleet(run, email, email_per_model)
+    member = models.members[0]
+    target = AuditTarget(member.registry, db, Path(out_dir), member.name, source)
     return _audit_registry(target, scope, settings, email, publishing)
 
 
@@ -306,9 +305,42 @@ def _audit_registry(
     email: EmailOptions,
     publishing: ReportPublishing,
 ) -> AuditResult | State[object]:
-    """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
-    weeks that follow them, render the newest report, publish and e-mail it."""
+    """The flow's body for one model: audit and compare the drops of `scope`, oldest first, then
+    compare again the weeks that follow them, render the newest report, publish and e-mail it."""
     upgrade_database_task(target.db_url)
+    run = _audit_model(target, scope, settings, publishing)
+    report = run.report
+    if report.report_input is not None:
+        _publish_artifacts(target.model_name, report.report_input, report.path)
+    email_error = _email_report(target.db_url, report.rendered, report.path, email)
+    if run.failure is not None:
+        return Failed(message=run.failure)
+    if email_error is not None:
+        return Failed(message=f"report written to {report.path} but not e-mailed: {email_error}")
+    return AuditResult(audited_weeks=run.audited_weeks, report_path=report.path, verdict=run.verdict)
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one model's audit did: the weeks it audited, the report it wrote, and the run's
+    failure message (None: every drop and comparison succeeded)."""
+
+    audited_weeks: tuple[dt.date, ...]
+    report: NewestReport
+    failure: str | None
+
+    @property
+    def verdict(self) -> DropVerdict | None:
+        """The drift verdict of the reported drop (None: no report, or the first drop)."""
+        report_input = self.report.report_input
+        assessment = None if report_input is None else report_input.assessment
+        return None if assessment is None else assessment.verdict
+
+
+def _audit_model(
+    target: AuditTarget, scope: DropScope, settings: DropSettings, publishing: ReportPublishing
+) -> ModelRun:
+    """Audit and compare the drops of one model, then render its newest report (no e-mail)."""
     cache = (target.out_dir / STAGING_DIR).resolve()
     catalog = catalog_task(
         target.db_url,
@@ -325,18 +357,8 @@ def _audit_registry(
     again = _compare_again(target, catalog, audited)
     compared = [*(outcome.comparison for outcome in drops if outcome.comparison is not None), *again]
     report = _render_newest(target, catalog, scope.week, audited, {c.week: c for c in compared}, publishing)
-    if report.report_input is not None:
-        _publish_artifacts(target.model_name, report.report_input, report.path)
-    email_error = _email_report(target.db_url, report.rendered, report.path, email)
     later = (*again, *((report.comparison,) if report.comparison is not None else ()))
-    failed = _failure_message(pending, drops, later)
-    if failed is not None:
-        return Failed(message=failed)
-    if email_error is not None:
-        return Failed(message=f"report written to {report.path} but not e-mailed: {email_error}")
-    assessment = None if report.report_input is None else report.report_input.assessment
-    verdict = None if assessment is None else assessment.verdict
-    return AuditResult(audited_weeks=audited, report_path=report.path, verdict=verdict)
+    return ModelRun(audited, report, _failure_message(pending, drops, later))
 
 
 def _failure_message(
@@ -535,3 +557,128 @@ def _drift_config(catalog: Catalog, week: dt.date) -> DriftConfig:
     except AuditError as error:
         get_run_logger().warning("%s; default drift thresholds used", error)
         return DriftConfig()
+
+
+#: Models audited at once in a fleet: while one model's method tasks compute on the task runner,
+#: another is loaded, stored or rendered (those steps run in the flow's process).
+FLEET_MODELS_AT_ONCE = 2
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    """What a fleet run shares: its models, the database, ``<out>``, and the per-run settings."""
+
+    fleet: Fleet
+    db_url: str = field(repr=False)
+    out_dir: Path
+    source: SourceOptions
+    scope: DropScope
+    settings: DropSettings
+    publishing: ReportPublishing
+
+    def target(self, member: FleetMember) -> AuditTarget:
+        """The model's own target: its reports under ``<out>/<model>/``."""
+        return AuditTarget(
+            member.registry, self.db_url, self.out_dir / member.folder, member.name, self.source
+        )
+
+    def model_publishing(self, member: FleetMember) -> ReportPublishing:
+        """Its reports published at ``<report_url>/<model>/<week>/report.html``."""
+        base = self.publishing.report_url
+        url = None if base is None else f"{base.rstrip('/')}/{member.folder}"
+        return ReportPublishing(url, attach=self.publishing.attach)
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """One model of a fleet run: what its audit did, or the one line it failed with."""
+
+    member: FleetMember
+    run: ModelRun | None = None
+    error: str | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """The model's line in the run's failure message (None: it succeeded)."""
+        if self.error is not None:
+            return f"{self.member.name}: {self.error}"
+        if self.run is not None and self.run.failure is not None:
+            return f"{self.member.name}: {self.run.failure}"
+        return None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model's line in a fleet run's summary."""
+
+    model_name: str
+    verdict: DropVerdict | None
+    report_path: Path | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    """What a fleet run did, model by model (also the data of its `Failed` state when one failed)."""
+
+    models: tuple[ModelSummary, ...]
+    digest_path: Path | None = None
+
+    @property
+    def failed(self) -> tuple[ModelSummary, ...]:
+        return tuple(model for model in self.models if model.error is not None)
+
+
+def _audit_fleet(run: FleetRun, email: EmailOptions, email_per_model: bool) -> FleetResult | State[object]:
+    """Audit every model of the fleet; one model failing does not stop the others.
+
+    Models run `FLEET_MODELS_AT_ONCE` at a time on threads of the flow's process, each in a copy of
+    the flow run's context (Prefect's own thread runner does the same), so their tasks belong to this
+    flow run and their method tasks share its task runner. The run fails at the end when any model
+    failed, naming each with its reason.
+    """
+    upgrade_database_task(run.db_url)  # once, before models write concurrently
+    with ThreadPoolExecutor(max_workers=FLEET_MODELS_AT_ONCE, thread_name_prefix="fleet-model") as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, _fleet_model, run, member, email, email_per_model)
+            for member in run.fleet.members
+        ]
+        outcomes = [future.result() for future in futures]
+    summaries = tuple(_summary(outcome) for outcome in outcomes)
+    result = FleetResult(summaries)
+    failures = [outcome.failure for outcome in outcomes if outcome.failure is not None]
+    if failures:
+        message = f"{len(failures)} of {len(outcomes)} model(s) failed; " + "; ".join(failures)
+        return Failed(message=message, data=result)
+    return result
+
+
+def _fleet_model(
+    run: FleetRun, member: FleetMember, email: EmailOptions, email_per_model: bool
+) -> ModelOutcome:
+    """One model of a fleet: audited, its report rendered and its artifacts published; any error is
+    its outcome (a registry that cannot be listed, a database error), not the fleet's."""
+    target = run.target(member)
+    try:
+        model_run = _audit_model(target, run.scope, run.settings, run.model_publishing(member))
+    except Exception as error:  # the model's failure, reported by the fleet's final state
+        message = one_line(error)
+        get_run_logger().error("%s: audit failed: %s", member.name, message)
+        return ModelOutcome(member, error=message)
+    report = model_run.report
+    if report.report_input is not None:
+        _publish_artifacts(member.name, report.report_input, report.path)
+    if email_per_model:
+        email_error = _email_report(run.db_url, report.rendered, report.path, email)
+        if email_error is not None and model_run.failure is None:
+            failure = f"report written to {report.path} but not e-mailed: {email_error}"
+            return ModelOutcome(member, ModelRun(model_run.audited_weeks, report, failure))
+    return ModelOutcome(member, model_run)
+
+
+def _summary(outcome: ModelOutcome) -> ModelSummary:
+    run = outcome.run
+    if run is None:
+        return ModelSummary(outcome.member.name, None, None, outcome.error)
+    error = None if run.failure is None else run.failure
+    return ModelSummary(outcome.member.name, run.verdict, run.report.path, error)
