@@ -30,7 +30,9 @@ from flows.fleet import FleetUsageError
 from flows.preflight import check_request
 from flows.settings import (
     DEFAULT_OUT_DIR,
+    NOTIFY_ENV,
     RUNNER_KINDS,
+    AlertOptions,
     AuditRequest,
     DropScope,
     EmailParameters,
@@ -112,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     _runner_arguments(run)
     _email_arguments(run)
+    _alert_arguments(run)
     run.set_defaults(handler=_run)
     _backfill_parser(commands)
 
@@ -186,6 +189,7 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     backfill.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     _runner_arguments(backfill)
     _email_arguments(backfill)
+    _alert_arguments(backfill)
     backfill.set_defaults(handler=_backfill)
 
 
@@ -293,6 +297,24 @@ def _email_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _alert_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `run` and `backfill` send verdicts (README, "Alerts")."""
+    alerts = parser.add_argument_group("alerts (README: Alerts)")
+    alerts.add_argument(
+        "--notify",
+        action="append",
+        metavar="TARGET",
+        help="Apprise URL (slack://..., msteams://..., json://host:port/path) or Prefect notification block"
+        f" name (repeatable); URLs reach the flow through ${NOTIFY_ENV}, never as flow parameters",
+    )
+    alerts.add_argument(
+        "--notify-on",
+        choices=("alert", "warn", "always"),
+        default="warn",
+        help="which verdicts are sent: alert, warn (warn or alert; default) or always; a failure always is",
+    )
+
+
 def _email_parameters(args: argparse.Namespace) -> EmailParameters:
     """The flow's e-mail parameters from the options (None: the flow reads the environment).
 
@@ -333,6 +355,9 @@ def _flow_environment(args: argparse.Namespace) -> contextlib.AbstractContextMan
     }
     if args.db is not None:
         given[DB_URL_ENV] = args.db
+    urls = [value for value in getattr(args, "notify", None) or () if "://" in value]
+    if urls:
+        given[NOTIFY_ENV] = " ".join([*os.environ.get(NOTIFY_ENV, "").split(), *urls])
     return _environment(given)
 
 
@@ -411,7 +436,14 @@ def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
             fleet=args.fleet,
             email_per_model=args.email_per_model,
         ),
+        alerts=AlertOptions(notify=_block_targets(args.notify), notify_on=args.notify_on),
     )
+
+
+def _block_targets(notify: list[str] | None) -> tuple[str, ...] | None:
+    """The ``--notify`` values that are block names (flow parameters); URLs go through the environment."""
+    names = tuple(value for value in notify or () if "://" not in value)
+    return names or None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -429,6 +461,10 @@ def _checked_audit(args: argparse.Namespace, request: AuditRequest) -> int:
     runner = RunnerChoice(args.task_runner, args.dask_address)
     check_request(request, runner, args.db)
     with _flow_environment(args):
+        if args.notify or os.environ.get(NOTIFY_ENV):
+            from flows.alerts import parse_targets
+
+            parse_targets(request.alerts.notify)  # a malformed URL answers before Prefect starts
         return _audit(request, runner, quiet=args.quiet)
 
 
@@ -446,14 +482,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _audit(request: AuditRequest, runner: RunnerChoice, *, quiet: bool) -> int:
     """Run the `weekly_audit` flow in this process; print the verdict and the report's path (a
     fleet: one line per model on stderr, the reports' and the digest's paths on stdout)."""
-    from flows.runners import task_runner
+    from flows.runners import shared_api, task_runner
     from flows.weekly_audit import AuditResult, FleetResult, one_line, weekly_audit
 
     audit_flow = weekly_audit.with_options(task_runner=task_runner(runner.kind, runner.dask_address))
     parameters: dict[str, Any] = request.flow_parameters()
     several = len(request.registries) > 1 or request.fleet.fleet is not None
     # the progress bars follow the drops of one model; a fleet's models interleave
-    with _progress(quiet or several):
+    with shared_api(runner.kind, runner.dask_address), _progress(quiet or several):
         state = audit_flow(**parameters, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, FleetResult):

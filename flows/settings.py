@@ -27,6 +27,8 @@ from audit.types import AuditError
 
 #: Where `drift-audit run` writes its reports (and, by default, its SQLite database).
 DEFAULT_OUT_DIR = "drift-audit-output"
+#: Alert targets kept out of flow parameters, whitespace-separated (`flows.alerts`).
+NOTIFY_ENV = "DRIFT_AUDIT_NOTIFY"
 #: Task runners the command line offers (`flows.runners`).
 RUNNER_KINDS = ("default", "dask")
 
@@ -157,6 +159,17 @@ class FleetOptions:
 
 
 @dataclass(frozen=True)
+class AlertOptions:
+    """Where verdicts are sent (`flows.alerts`): names of Prefect notification blocks, and Apprise
+    URLs without a secret. The command line passes ``--notify URL`` through ``DRIFT_AUDIT_NOTIFY``
+    instead: an Apprise URL carries its token, and Prefect stores flow parameters."""
+
+    notify: tuple[str, ...] | None = None
+    #: ``alert``, ``warn`` (warn or alert) or ``always``; a failed model always notifies.
+    notify_on: str = "warn"
+
+
+@dataclass(frozen=True)
 class AuditRequest:
     """One audit run as the command line asks for it, before any of it is checked or run."""
 
@@ -174,6 +187,7 @@ class AuditRequest:
     email: EmailParameters = field(default_factory=EmailParameters)
     source: SourceOptions = field(default_factory=SourceOptions)
     fleet: FleetOptions = field(default_factory=FleetOptions)
+    alerts: AlertOptions = field(default_factory=AlertOptions)
 
     @property
     def registries(self) -> tuple[str, ...]:
@@ -193,6 +207,7 @@ class AuditRequest:
             **_fields(self.email),
             **_fields(self.source),
             **_fields(self.fleet),
+            **_fields(self.alerts),
         }
         return {name: list(value) if isinstance(value, tuple) else value for name, value in flat.items()}
 

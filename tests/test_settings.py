@@ -24,6 +24,7 @@ from flows.database import (
     redacted,
 )
 from flows.settings import (
+    AlertOptions,
     AuditRequest,
     DropScope,
     EmailParameters,
@@ -56,7 +57,15 @@ def _drops(*weeks: dt.date) -> tuple[Drop, ...]:
 
 def test_every_group_field_is_a_flow_parameter_with_the_same_default() -> None:
     signature = inspect.signature(weekly_audit.fn)
-    for group in (DropScope(), MethodOptions(), EmailParameters(), SourceOptions(), FleetOptions()):
+    groups = (
+        DropScope(),
+        MethodOptions(),
+        EmailParameters(),
+        SourceOptions(),
+        FleetOptions(),
+        AlertOptions(),
+    )
+    for group in groups:
         for item in dataclasses.fields(group):
             assert item.name in signature.parameters, (
                 f"{type(group).__name__}.{item.name} is no flow parameter"
@@ -104,6 +113,8 @@ def test_flow_parameters_are_flat_lists_and_strings_without_a_database_url() -> 
         "registries": None,
         "fleet": None,
         "email_per_model": False,
+        "notify": None,
+        "notify_on": "warn",
     }
     assert "db_url" not in parameters  # the command line passes it through the environment
 
