@@ -22,22 +22,29 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from audit.registry import parse_drop_date
 from audit.types import AuditError
 from flows.database import DB_URL_ENV, command_database_url, default_db_url
+from flows.fleet import FleetUsageError
 from flows.preflight import check_request
 from flows.settings import (
     DEFAULT_OUT_DIR,
+    NOTIFY_ENV,
     RUNNER_KINDS,
+    AlertOptions,
     AuditRequest,
     DropScope,
     EmailParameters,
+    FleetOptions,
     MethodOptions,
     RunnerChoice,
     SourceOptions,
 )
+
+if TYPE_CHECKING:  # the flow imports Prefect and TensorFlow: only inside the handlers
+    from flows.weekly_audit import FleetResult
 
 DEMO_OUT = Path("demo-output")
 
@@ -58,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     try:
         return int(args.handler(args))
+    except FleetUsageError as error:
+        print(f"drift-audit: error: {error}", file=sys.stderr)
+        return 2
     except AuditError as error:
         print(f"drift-audit: error: {error}", file=sys.stderr)
         return 1
@@ -106,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     _lease_argument(run)
     _runner_arguments(run)
     _email_arguments(run)
+    _alert_arguments(run)
     run.set_defaults(handler=_run)
     _backfill_parser(commands)
 
@@ -219,17 +230,26 @@ def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     _lease_argument(backfill)
     _runner_arguments(backfill)
     _email_arguments(backfill)
+    _alert_arguments(backfill)
     backfill.set_defaults(handler=_backfill)
 
 
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the drops are (`run` and `backfill`): a folder, an object store, an MLflow registry."""
-    parser.add_argument(
+    models = parser.add_argument_group("models (at least one --registry or --fleet)")
+    models.add_argument(
         "--registry",
-        required=True,
+        action="append",
+        default=[],
         metavar="DIR|URI",
         help="folder holding one folder per drop, or s3://bucket/prefix, gs://bucket/prefix, file:///path,"
-        " mlflow://<registered model>[@alias] (README: Where models come from)",
+        " mlflow://<registered model>[@alias] (README: Where models come from); repeatable: one model each",
+    )
+    models.add_argument(
+        "--fleet",
+        metavar="ROOT",
+        help="folder or s3:// / gs:// prefix whose sub-folders are model registries (<ROOT>/<model>/<drop>/);"
+        " reports go to <out>/<model>/<week>/, the digest to <out>/fleet/<week>/index.html",
     )
     parser.add_argument(
         "--mlflow-tracking-uri",
@@ -327,9 +347,32 @@ def _email_arguments(parser: argparse.ArgumentParser) -> None:
         help="where <out> is published (http/https): the e-mail links <BASE>/<week>/report.html first",
     )
     email.add_argument(
+        "--email-per-model",
+        action="store_true",
+        help="with several models, e-mail each model's report as well as the digest (default: digest only)",
+    )
+    email.add_argument(
         "--attach-report",
         action="store_true",
         help="attach report.html to the e-mail also when --report-url links it (default: only without)",
+    )
+
+
+def _alert_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `run` and `backfill` send verdicts (README, "Alerts")."""
+    alerts = parser.add_argument_group("alerts (README: Alerts)")
+    alerts.add_argument(
+        "--notify",
+        action="append",
+        metavar="TARGET",
+        help="Apprise URL (slack://..., msteams://..., json://host:port/path) or Prefect notification block"
+        f" name (repeatable); URLs reach the flow through ${NOTIFY_ENV}, never as flow parameters",
+    )
+    alerts.add_argument(
+        "--notify-on",
+        choices=("alert", "warn", "always"),
+        default="warn",
+        help="which verdicts are sent: alert, warn (warn or alert; default) or always; a failure always is",
     )
 
 
@@ -373,6 +416,9 @@ def _flow_environment(args: argparse.Namespace) -> contextlib.AbstractContextMan
     }
     if args.db is not None:
         given[DB_URL_ENV] = args.db
+    urls = [value for value in getattr(args, "notify", None) or () if "://" in value]
+    if urls:
+        given[NOTIFY_ENV] = " ".join([*os.environ.get(NOTIFY_ENV, "").split(), *urls])
     return _environment(given)
 
 
@@ -434,8 +480,11 @@ def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
         trust_model_code=args.trust_model_code,
         custom_modules=tuple(args.custom_module),
     )
+    if not args.registry and args.fleet is None:
+        raise FleetUsageError("no registry: pass --registry DIR|URI (repeatable) or --fleet ROOT")
+    several = len(args.registry) > 1
     return AuditRequest(
-        registry=args.registry,
+        registry=None if several or not args.registry else args.registry[0],
         out_dir=args.out,
         model_name=args.model_name,
         db_secret=args.db_secret,
@@ -444,7 +493,19 @@ def _request(args: argparse.Namespace, scope: DropScope) -> AuditRequest:
         email=_email_parameters(args),
         source=SourceOptions(args.mlflow_tracking_uri, args.storage_block),
         lease_seconds=args.lease,
+        fleet=FleetOptions(
+            registries=tuple(args.registry) if several else None,
+            fleet=args.fleet,
+            email_per_model=args.email_per_model,
+        ),
+        alerts=AlertOptions(notify=_block_targets(args.notify), notify_on=args.notify_on),
     )
+
+
+def _block_targets(notify: list[str] | None) -> tuple[str, ...] | None:
+    """The ``--notify`` values that are block names (flow parameters); URLs go through the environment."""
+    names = tuple(value for value in notify or () if "://" not in value)
+    return names or None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -462,6 +523,10 @@ def _checked_audit(args: argparse.Namespace, request: AuditRequest) -> int:
     runner = RunnerChoice(args.task_runner, args.dask_address)
     check_request(request, runner, args.db)
     with _flow_environment(args):
+        if args.notify or os.environ.get(NOTIFY_ENV):
+            from flows.alerts import parse_targets
+
+            parse_targets(request.alerts.notify)  # a malformed URL answers before Prefect starts
         return _audit(request, runner, quiet=args.quiet)
 
 
@@ -477,16 +542,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _audit(request: AuditRequest, runner: RunnerChoice, *, quiet: bool) -> int:
-    """Run the `weekly_audit` flow in this process; print the verdict and the report's path."""
-    from flows.runners import task_runner
-    from flows.weekly_audit import AuditResult, one_line, weekly_audit
+    """Run the `weekly_audit` flow in this process; print the verdict and the report's path (a
+    fleet: one line per model on stderr, the reports' and the digest's paths on stdout)."""
+    from flows.runners import shared_api, task_runner
+    from flows.weekly_audit import AuditResult, FleetResult, one_line, weekly_audit
 
     audit_flow = weekly_audit.with_options(task_runner=task_runner(runner.kind, runner.dask_address))
     parameters: dict[str, Any] = request.flow_parameters()
-    with _progress(quiet):
+    several = len(request.registries) > 1 or request.fleet.fleet is not None
+    # the progress bars follow the drops of one model; a fleet's models interleave
+    with shared_api(runner.kind, runner.dask_address), _progress(quiet or several):
         state = audit_flow(**parameters, return_state=True)
     result = state.result(raise_on_failure=False)
-    if isinstance(result, AuditResult):
+    if isinstance(result, FleetResult):
+        _print_fleet(result)
+        if not result.failed:
+            return 0
+    elif isinstance(result, AuditResult):
         if result.verdict is not None:
             print(f"drift verdict: {result.verdict.value}", file=sys.stderr)
         if result.report_path is not None:
@@ -495,6 +567,20 @@ def _audit(request: AuditRequest, runner: RunnerChoice, *, quiet: bool) -> int:
     message = one_line(result) if isinstance(result, BaseException) else (state.message or state.name)
     print(f"drift-audit: error: {message}", file=sys.stderr)
     return 1
+
+
+def _print_fleet(result: FleetResult) -> None:
+    """One line per model on stderr (verdict or failure), the reports and the digest on stdout."""
+    for model in result.models:
+        if model.error is not None:
+            print(f"{model.model_name}: failed: {model.error}", file=sys.stderr)
+        else:
+            verdict = "no verdict (first drop)" if model.verdict is None else model.verdict.value
+            print(f"{model.model_name}: {verdict}", file=sys.stderr)
+        if model.report_path is not None:
+            print(model.report_path)
+    if result.digest_path is not None:
+        print(result.digest_path)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

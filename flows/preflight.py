@@ -43,9 +43,10 @@ def check_request(
     docstring). `db_option` is ``--db``; without it (and without ``--db-secret``) the flow reads
     ``DRIFT_AUDIT_DB_URL`` from `environ`, which is checked instead."""
     env = os.environ if environ is None else environ
-    drops = check_registry(request)  # a folder that exists, or a remote registry that answers
-    if drops is not None:
-        request.scope.drops(drops)  # --week has a drop; a backfill range holds drops
+    if check_fleet(request):
+        drops = check_registry(request)  # a folder that exists, or a remote registry that answers
+        if drops is not None:
+            request.scope.drops(drops)  # --week has a drop; a backfill range holds drops
     check_out_dir(request.out_dir)
     check_custom_modules(request.options.custom_modules)
     check_email(request.email, env)
@@ -59,6 +60,25 @@ def check_request(
         check_url(env[DB_URL_ENV], DB_URL_ENV)
     if request.options.methods is not None:
         chosen_methods(request.options.methods)
+
+
+def check_fleet(request: AuditRequest) -> bool:
+    """The models of the request (`flows.fleet.resolve_fleet`: ``--model-name`` with several
+    registries, two models of one name, a fleet root without model folders are usage errors);
+    True for a single registry, whose drops are then checked here.
+
+    A fleet's registries are not listed here: one model's unreadable registry or missing week is
+    that model's failure in the run (the others are audited, the digest lists it), not a refusal.
+    """
+    from flows.fleet import resolve_fleet
+
+    source = request.source
+    if source.storage_block is not None:
+        check_block_name(source.storage_block, "--storage-block")
+    fleet_root = request.fleet.fleet
+    if fleet_root is not None and "://" in fleet_root and source.storage_block is not None:
+        return False  # the root is listed with the block's credentials, in the flow
+    return not resolve_fleet(request.registries, fleet_root, request.model_name).is_fleet
 
 
 def check_registry(request: AuditRequest) -> tuple[SourceDrop, ...] | None:

@@ -7,7 +7,9 @@ else runs in the flow's process. `weekly_audit.with_options(task_runner=task_run
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any, TypeAlias, cast
 
 from prefect.futures import PrefectFuture
@@ -64,3 +66,38 @@ def task_runner(kind: str, dask_address: str | None = None) -> FlowTaskRunner:
         else DaskTaskRunner(cluster_kwargs=dict(LOCAL_CLUSTER))
     )
     return cast(FlowTaskRunner, runner)
+
+
+@contextlib.contextmanager
+def shared_api(kind: str, dask_address: str | None = None) -> Iterator[str | None]:
+    """With a local Dask cluster and no Prefect server configured, the one temporary server that
+    the flow and every worker report to; yields its API URL (None: nothing to share).
+
+    Without a ``PREFECT_API_URL``, Prefect starts a temporary server in the flow's process, and each
+    Dask worker process, finding no URL in the settings the task carries, would start its own: the
+    workers' task runs would be missing from the flow run's history and each worker would spend
+    seconds starting a server. Here the temporary server is started first and its URL set as the
+    run's ``PREFECT_API_URL`` (Prefect's settings, which `prefect_dask` sends along with each task,
+    and the environment the worker processes inherit), and stopped after the run.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    local_dask = kind == "dask" and not (dask_address or os.environ.get(DASK_ADDRESS_ENV))
+    if not local_dask or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield None
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        server.stop()

@@ -27,6 +27,8 @@ from audit.types import AuditError
 
 #: Where `drift-audit run` writes its reports (and, by default, its SQLite database).
 DEFAULT_OUT_DIR = "drift-audit-output"
+#: Alert targets kept out of flow parameters, whitespace-separated (`flows.alerts`).
+NOTIFY_ENV = "DRIFT_AUDIT_NOTIFY"
 #: Task runners the command line offers (`flows.runners`).
 RUNNER_KINDS = ("default", "dask")
 
@@ -144,11 +146,36 @@ class SourceOptions:
 
 
 @dataclass(frozen=True)
+class FleetOptions:
+    """More than one model in a run (`flows.fleet`): the registries of ``--registry`` given several
+    times, a ``--fleet`` root of model registries, and whether each model is also e-mailed alone."""
+
+    #: Every ``--registry`` when there are several (one alone is `AuditRequest.registry`).
+    registries: tuple[str, ...] | None = None
+    #: A folder or object-store prefix whose sub-folders are model registries.
+    fleet: str | None = None
+    #: E-mail each model's report as well as the digest (default: the digest replaces them).
+    email_per_model: bool = False
+
+
+@dataclass(frozen=True)
+class AlertOptions:
+    """Where verdicts are sent (`flows.alerts`): names of Prefect notification blocks, and Apprise
+    URLs without a secret. The command line passes ``--notify URL`` through ``DRIFT_AUDIT_NOTIFY``
+    instead: an Apprise URL carries its token, and Prefect stores flow parameters."""
+
+    notify: tuple[str, ...] | None = None
+    #: ``alert``, ``warn`` (warn or alert) or ``always``; a failed model always notifies.
+    notify_on: str = "warn"
+
+
+@dataclass(frozen=True)
 class AuditRequest:
     """One audit run as the command line asks for it, before any of it is checked or run."""
 
-    #: A folder, or ``s3://``, ``gs://``, ``file://``, ``mlflow://`` (`audit.sources.parse_registry`).
-    registry: Path | str
+    #: A folder, or ``s3://``, ``gs://``, ``file://``, ``mlflow://`` (`audit.sources.parse_registry`);
+    #: None when the models are in `fleet` (several registries, a fleet root).
+    registry: Path | str | None = None
     out_dir: Path = Path(DEFAULT_OUT_DIR)
     #: Name stored with the figures (None: the registry folder's or prefix's name, or the
     #: registered model's).
@@ -161,11 +188,19 @@ class AuditRequest:
     source: SourceOptions = field(default_factory=SourceOptions)
     #: Seconds each drop's run holds its lease without a heartbeat (None: the flow's default, 120 s).
     lease_seconds: float | None = None
+    fleet: FleetOptions = field(default_factory=FleetOptions)
+    alerts: AlertOptions = field(default_factory=AlertOptions)
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """Every registry named one by one (``--registry``), without the fleet root's."""
+        single = () if self.registry is None else (str(self.registry),)
+        return (*single, *(self.fleet.registries or ()))
 
     def flow_parameters(self) -> dict[str, object]:
         """The keyword arguments of the `weekly_audit` flow, as Prefect stores them (lists, strings)."""
         flat: dict[str, object] = {
-            "registry": str(self.registry),
+            "registry": None if self.registry is None else str(self.registry),
             "out_dir": str(self.out_dir),
             "model_name": self.model_name,
             "db_secret": self.db_secret,
@@ -174,6 +209,8 @@ class AuditRequest:
             **_fields(self.options),
             **_fields(self.email),
             **_fields(self.source),
+            **_fields(self.fleet),
+            **_fields(self.alerts),
         }
         return {name: list(value) if isinstance(value, tuple) else value for name, value in flat.items()}
 

@@ -12,12 +12,20 @@ The flow keeps flat parameters (deployments name them) and groups them at once i
 `flows.settings` (`DropScope`, `MethodOptions`) and `AuditTarget`; each step returns its outcome
 (`DropAudit`, `WeekComparison`, `NewestReport`) and the flow's final state is made from them.
 The database URL is resolved by `flows.database` (a password is never a parameter).
+
+A fleet (several registries, or a ``fleet`` root: `flows.fleet`) is audited in the same flow run:
+`_audit_fleet` runs each model's audit (`_audit_model`) on threads of the flow's process, writes the
+digest (`flows.digest`) and fails the run at the end naming the models that failed. Each model's
+verdict is sent to the alert targets and emitted as a Prefect event (`flows.alerts`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +37,7 @@ from prefect.states import Failed
 
 from audit.config import read_drop_config
 from audit.loading import LoadedDrop
-from audit.sources import SourceKind, parse_registry, refuse_password
+from audit.sources import refuse_password
 from audit.types import (
     AuditError,
     DriftConfig,
@@ -40,10 +48,24 @@ from audit.types import (
     ReportInput,
 )
 from flows import progress
+from flows.alerts import (
+    DEFAULT_NOTIFY_ON,
+    VERDICT_EVENT,
+    AlertTarget,
+    alert_for,
+    check_notify_on,
+    emit_verdict_event,
+    notify_task,
+    parse_targets,
+    scrub,
+    should_notify,
+)
 from flows.artifacts import artifacts_task
 from flows.cache_layout import record_drop_keys
 from flows.database import flow_database_url
 from flows.delivery import EmailOptions, email_task
+from flows.digest import Digest, DigestSource, digest_artifact_task, digest_task, email_digest_task
+from flows.fleet import Fleet, FleetMember, resolve_fleet
 from flows.leases import heartbeat
 from flows.method_tasks import (
     METHOD_CACHE_DIR,
@@ -85,6 +107,7 @@ from flows.tasks import (
     store_task,
     upgrade_database_task,
 )
+from reports.digest import DigestEntry, digest_entry, failed_entry
 from reports.rendered import RenderedReport
 from storage.leases import DEFAULT_LEASE_SECONDS, check_lease
 
@@ -213,15 +236,6 @@ class AuditResult:
     verdict: DropVerdict | None = None
 
 
-def default_model_name(registry: str) -> str:
-    """The model name stored by default: a folder's name, a prefix's last segment, or the
-    registered model's name."""
-    location = parse_registry(registry)
-    if location.kind is SourceKind.LOCAL:
-        return Path(location.path).resolve().name
-    return location.default_model_name
-
-
 def one_line(error: BaseException) -> str:
     """An exception as one line: the message of an `AuditError`, else type and message."""
     text = " ".join(str(error).split())
@@ -230,7 +244,7 @@ def one_line(error: BaseException) -> str:
 
 @flow(name="weekly-audit", log_prints=False, task_runner=default_task_runner())
 def weekly_audit(
-    registry: str,
+    registry: str | None = None,
     db_url: str | None = None,
     out_dir: str = DEFAULT_OUT_DIR,
     week: dt.date | None = None,
@@ -254,8 +268,13 @@ def weekly_audit(
     attach_report: bool = False,
     mlflow_tracking_uri: str | None = None,
     storage_block: str | None = None,
+    registries: list[str] | None = None,
+    fleet: str | None = None,
+    email_per_model: bool = False,
+    notify: list[str] | None = None,
+    notify_on: str = DEFAULT_NOTIFY_ON,
     lease_seconds: float | None = None,
-) -> AuditResult | State[object]:
+) -> AuditResult | FleetResult | State[object]:
     """Audit the unaudited drops of `registry` (or re-audit `week`) and write the newest report.
 
     Parameters
@@ -292,6 +311,16 @@ def weekly_audit(
         ``MLFLOW_TRACKING_URI``); its token comes from ``MLFLOW_TRACKING_TOKEN``, never from here.
     storage_block : name of a Prefect AwsCredentials / GcpCredentials block for an object store
         (default: the standard environment, AWS_* or GOOGLE_APPLICATION_CREDENTIALS).
+    registries : several registries, one model each (README, "A fleet of models"); with `registry`
+        too, that one is the first. Each model is named after its registry.
+    fleet : a folder or object-store prefix whose sub-folders are model registries. With more than
+        one model, reports go to ``<out_dir>/<model>/<week>/report.html`` and a digest to
+        ``<out_dir>/fleet/<week>/index.html``, which is e-mailed in place of each model's report.
+    email_per_model : in a fleet, e-mail each model's report as well as the digest.
+    notify : alert targets: Apprise URLs (``slack://...``, ``json://host/path``) or names of Prefect
+        notification blocks; also ``$DRIFT_AUDIT_NOTIFY`` (URLs with tokens belong there, not here:
+        Prefect stores parameters with the run).
+    notify_on : ``alert``, ``warn`` (warn or alert) or ``always``; a failed model always notifies.
     lease_seconds : how long each drop's run stays ``running`` without a heartbeat (renewed every
         quarter of it while the drop is audited); a run of a killed process is marked
         ``interrupted`` by the first run after that. None: 120 s (`storage.leases`).
@@ -299,21 +328,25 @@ def weekly_audit(
     if mlflow_tracking_uri is not None:  # a flow parameter, stored by Prefect: no password in it
         refuse_password(mlflow_tracking_uri, "--mlflow-tracking-uri")
     check_report_url(report_url)  # a report URL that is not http(s) fails before anything is audited
-    target = AuditTarget(
-        registry=registry,
-        db_url=flow_database_url(db_url, db_secret, out_dir),
-        out_dir=Path(out_dir),
-        model_name=model_name or default_model_name(registry),
-        source=SourceOptions(mlflow_tracking_uri, storage_block),
-    )
+    given = [*([registry] if registry else []), *(registries or [])]
+    models = resolve_fleet(given, fleet, model_name, storage_block=storage_block)
+    db = flow_database_url(db_url, db_secret, out_dir)
+    source = SourceOptions(mlflow_tracking_uri, storage_block)
     scope = DropScope(week, from_week, to_week, redo)
     options = MethodOptions(_tuple(methods), random_state, trust_model_code, tuple(custom_modules or ()))
-    settings = DropSettings.of(options, target.out_dir, lease_seconds)
+    settings = DropSettings.of(options, Path(out_dir), lease_seconds)
     email = EmailOptions(
         _tuple(email_to), email_from, smtp_host, smtp_port, smtp_security, smtp_block, send_email
     )
     publishing = EmailParameters(report_url=report_url, attach_report=attach_report).publishing
-    return _audit_registry(target, scope, settings, email, publishing)
+    check_notify_on(notify_on)
+    alerts = Alerts(parse_targets(notify), notify_on)
+    if models.is_fleet:
+        run = FleetRun(models, db, Path(out_dir), source, scope, settings, publishing, alerts)
+        return _audit_fleet(run, email, email_per_model)
+    member = models.members[0]
+    target = AuditTarget(member.registry, db, Path(out_dir), member.name, source)
+    return _audit_registry(target, scope, settings, email, publishing, alerts)
 
 
 def _audit_registry(
@@ -322,11 +355,50 @@ def _audit_registry(
     settings: DropSettings,
     email: EmailOptions,
     publishing: ReportPublishing,
+    alerts: Alerts,
 ) -> AuditResult | State[object]:
-    """The flow's body: audit and compare the drops of `scope`, oldest first, then compare again the
-    weeks that follow them, render the newest report, publish and e-mail it."""
+    """The flow's body for one model: audit and compare the drops of `scope`, oldest first, then
+    compare again the weeks that follow them, render the newest report, publish and e-mail it."""
     upgrade_database_task(target.db_url)
     expire_leases_task(target.db_url)
+    run = _audit_model(target, scope, settings, publishing)
+    report = run.report
+    if report.report_input is not None:
+        _publish_artifacts(target.model_name, report.report_input, report.path)
+    email_error = _email_report(target.db_url, report.rendered, report.path, email)
+    alert_error = _alert(target.db_url, target.model_name, run, None, publishing, alerts)
+    if run.failure is not None:
+        return Failed(message=run.failure if alert_error is None else f"{run.failure}; {alert_error}")
+    if email_error is not None:
+        return Failed(message=f"report written to {report.path} but not e-mailed: {email_error}")
+    if alert_error is not None:
+        return Failed(message=f"report written to {report.path}; {alert_error}")
+    return AuditResult(audited_weeks=run.audited_weeks, report_path=report.path, verdict=run.verdict)
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one model's audit did: the weeks it audited, the report it wrote, and the run's
+    failure message (None: every drop and comparison succeeded)."""
+
+    audited_weeks: tuple[dt.date, ...]
+    report: NewestReport
+    failure: str | None
+    #: The weeks whose audit or comparison failed in this run.
+    failed_weeks: tuple[dt.date, ...] = ()
+
+    @property
+    def verdict(self) -> DropVerdict | None:
+        """The drift verdict of the reported drop (None: no report, or the first drop)."""
+        report_input = self.report.report_input
+        assessment = None if report_input is None else report_input.assessment
+        return None if assessment is None else assessment.verdict
+
+
+def _audit_model(
+    target: AuditTarget, scope: DropScope, settings: DropSettings, publishing: ReportPublishing
+) -> ModelRun:
+    """Audit and compare the drops of one model, then render its newest report (no e-mail)."""
     cache = (target.out_dir / STAGING_DIR).resolve()
     catalog = catalog_task(
         target.db_url,
@@ -343,18 +415,14 @@ def _audit_registry(
     again = _compare_again(target, catalog, audited)
     compared = [*(outcome.comparison for outcome in drops if outcome.comparison is not None), *again]
     report = _render_newest(target, catalog, scope.week, audited, {c.week: c for c in compared}, publishing)
-    if report.report_input is not None:
-        _publish_artifacts(target.model_name, report.report_input, report.path)
-    email_error = _email_report(target.db_url, report.rendered, report.path, email)
     later = (*again, *((report.comparison,) if report.comparison is not None else ()))
-    failed = _failure_message(pending, drops, later)
-    if failed is not None:
-        return Failed(message=failed)
-    if email_error is not None:
-        return Failed(message=f"report written to {report.path} but not e-mailed: {email_error}")
-    assessment = None if report.report_input is None else report.report_input.assessment
-    verdict = None if assessment is None else assessment.verdict
-    return AuditResult(audited_weeks=audited, report_path=report.path, verdict=verdict)
+    failed_weeks = tuple(
+        sorted(
+            {o.audit.week for o in drops if o.failure is not None}
+            | {c.week for c in later if c.error is not None}
+        )
+    )
+    return ModelRun(audited, report, _failure_message(pending, drops, later), failed_weeks)
 
 
 def _failure_message(
@@ -567,3 +635,223 @@ def _drift_config(catalog: Catalog, week: dt.date) -> DriftConfig:
     except AuditError as error:
         get_run_logger().warning("%s; default drift thresholds used", error)
         return DriftConfig()
+
+
+#: Models audited at once in a fleet: while one model's method tasks compute on the task runner,
+#: another is loaded, stored or rendered (those steps run in the flow's process).
+FLEET_MODELS_AT_ONCE = 2
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    """What a fleet run shares: its models, the database, ``<out>``, and the per-run settings."""
+
+    fleet: Fleet
+    db_url: str = field(repr=False)
+    out_dir: Path
+    source: SourceOptions
+    scope: DropScope
+    settings: DropSettings
+    publishing: ReportPublishing
+    alerts: Alerts
+
+    def target(self, member: FleetMember) -> AuditTarget:
+        """The model's own target: its reports under ``<out>/<model>/``."""
+        return AuditTarget(
+            member.registry, self.db_url, self.out_dir / member.folder, member.name, self.source
+        )
+
+    def model_publishing(self, member: FleetMember) -> ReportPublishing:
+        """Its reports published at ``<report_url>/<model>/<week>/report.html``."""
+        base = self.publishing.report_url
+        url = None if base is None else f"{base.rstrip('/')}/{member.folder}"
+        return ReportPublishing(url, attach=self.publishing.attach)
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """One model of a fleet run: what its audit did, or the one line it failed with."""
+
+    member: FleetMember
+    run: ModelRun | None = None
+    error: str | None = None
+    #: A notification that did not go out (the audit itself may have succeeded).
+    alert_error: str | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """The model's line in the run's failure message (None: it succeeded)."""
+        error = self.error if self.run is None else self.run.failure
+        parts = [part for part in (error, self.alert_error) if part is not None]
+        return f"{self.member.name}: {'; '.join(parts)}" if parts else None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model's line in a fleet run's summary."""
+
+    model_name: str
+    verdict: DropVerdict | None
+    report_path: Path | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    """What a fleet run did, model by model (also the data of its `Failed` state when one failed)."""
+
+    models: tuple[ModelSummary, ...]
+    digest_path: Path | None = None
+
+    @property
+    def failed(self) -> tuple[ModelSummary, ...]:
+        return tuple(model for model in self.models if model.error is not None)
+
+
+def _audit_fleet(run: FleetRun, email: EmailOptions, email_per_model: bool) -> FleetResult | State[object]:
+    """Audit every model of the fleet; one model failing does not stop the others.
+
+    Models run `FLEET_MODELS_AT_ONCE` at a time on threads of the flow's process, each in a copy of
+    the flow run's context (Prefect's own thread runner does the same), so their tasks belong to this
+    flow run and their method tasks share its task runner. The run fails at the end when any model
+    failed, naming each with its reason.
+    """
+    upgrade_database_task(run.db_url)  # once, before models write concurrently
+    expire_leases_task(run.db_url)
+    with ThreadPoolExecutor(max_workers=FLEET_MODELS_AT_ONCE, thread_name_prefix="fleet-model") as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, _fleet_model, run, member, email, email_per_model)
+            for member in run.fleet.members
+        ]
+        outcomes = [future.result() for future in futures]
+    digest = _write_digest(run, outcomes)
+    result = FleetResult(tuple(_summary(outcome) for outcome in outcomes), digest.path)
+    email_error = _email_digest(run.db_url, digest, email)
+    failures = [outcome.failure for outcome in outcomes if outcome.failure is not None]
+    if failures:
+        message = f"{len(failures)} of {len(outcomes)} model(s) failed; " + "; ".join(failures)
+        return Failed(message=message, data=result)
+    if email_error is not None:
+        return Failed(message=f"digest written to {digest.path} but not e-mailed: {email_error}", data=result)
+    return result
+
+
+def _write_digest(run: FleetRun, outcomes: Sequence[ModelOutcome]) -> Digest:
+    """Write the digest page and publish it as an artifact (a failing Prefect API is a warning)."""
+    sources = [_digest_source(run, outcome) for outcome in outcomes]
+    digest = digest_task(run.db_url, run.out_dir, sources)
+    state = digest_artifact_task(digest, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        get_run_logger().warning("digest artifact not published: %s", state.message or "failed")
+    return digest
+
+
+def _digest_source(run: FleetRun, outcome: ModelOutcome) -> DigestSource:
+    member = outcome.member
+    report_input = None if outcome.run is None else outcome.run.report.report_input
+    published = None
+    if report_input is not None:
+        published = run.model_publishing(member).link(report_input.current.week)
+    error = outcome.error if outcome.run is None else outcome.run.failure
+    return DigestSource(member.name, member.folder, report_input, published, error)
+
+
+def _email_digest(db: str, digest: Digest, options: EmailOptions) -> str | None:
+    """E-mail the digest; the one-line error if that failed (the digest stays on disk)."""
+    state = email_digest_task(db, digest, options, return_state=True)
+    if not state.is_failed():
+        return None
+    error = state.result(raise_on_failure=False)
+    return one_line(error) if isinstance(error, BaseException) else (state.message or "e-mail failed")
+
+
+def _fleet_model(
+    run: FleetRun, member: FleetMember, email: EmailOptions, email_per_model: bool
+) -> ModelOutcome:
+    """One model of a fleet: audited, its report rendered and its artifacts published; any error is
+    its outcome (a registry that cannot be listed, a database error), not the fleet's."""
+    target = run.target(member)
+    try:
+        model_run = _audit_model(target, run.scope, run.settings, run.model_publishing(member))
+    except Exception as error:  # the model's failure, reported by the fleet's final state
+        message = one_line(error)
+        get_run_logger().error("%s: audit failed: %s", member.name, message)
+        alert_error = _alert(run.db_url, member.name, None, message, run.model_publishing(member), run.alerts)
+        return ModelOutcome(member, error=message, alert_error=alert_error)
+    alert_error = _alert(run.db_url, member.name, model_run, None, run.model_publishing(member), run.alerts)
+    report = model_run.report
+    if report.report_input is not None:
+        _publish_artifacts(member.name, report.report_input, report.path)
+    if email_per_model:
+        email_error = _email_report(run.db_url, report.rendered, report.path, email)
+        if email_error is not None and model_run.failure is None:
+            failure = f"report written to {report.path} but not e-mailed: {email_error}"
+            return ModelOutcome(
+                member, dataclasses.replace(model_run, failure=failure), alert_error=alert_error
+            )
+    return ModelOutcome(member, model_run, alert_error=alert_error)
+
+
+def _summary(outcome: ModelOutcome) -> ModelSummary:
+    run = outcome.run
+    if run is None:
+        return ModelSummary(outcome.member.name, None, None, outcome.error)
+    error = None if run.failure is None else run.failure
+    return ModelSummary(outcome.member.name, run.verdict, run.report.path, error)
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where a run's verdicts are sent and which (`flows.alerts`)."""
+
+    targets: tuple[AlertTarget, ...]
+    notify_on: str
+
+
+def _alert(
+    db: str,
+    model_name: str,
+    run: ModelRun | None,
+    error: str | None,
+    publishing: ReportPublishing,
+    alerts: Alerts,
+) -> str | None:
+    """Emit the model's ``drift-audit.verdict`` event and send its verdict to each target that wants
+    it; the one line naming the targets that did not take it (None: all did, or none was due)."""
+    entry, week, run_id = _alert_entry(model_name, run, error, publishing)
+    if entry is None:
+        return None
+    try:
+        emit_verdict_event(entry, week)
+    except Exception as event_error:  # the Prefect API down: the alerts and the run's outcome still follow
+        get_run_logger().warning(
+            "%s: event %s not emitted: %s", model_name, VERDICT_EVENT, one_line(event_error)
+        )
+    if not should_notify(entry.status, alerts.notify_on):
+        return None
+    message = alert_for(entry, week, run_id)
+    failed = []
+    for target in alerts.targets:
+        state = notify_task(db, message, target, return_state=True)
+        if state.is_failed() or state.is_crashed():
+            reason = state.result(raise_on_failure=False)
+            text = one_line(reason) if isinstance(reason, BaseException) else (state.message or "failed")
+            failed.append(f"notification to {target.label} failed: {scrub(text)}")
+    return "; ".join(failed) or None
+
+
+def _alert_entry(
+    model_name: str, run: ModelRun | None, error: str | None, publishing: ReportPublishing
+) -> tuple[DigestEntry | None, dt.date, int | None]:
+    """The model's row as an alert says it, the week it is about, and its run id."""
+    report_input = None if run is None else run.report.report_input
+    link = None if report_input is None else publishing.link(report_input.current.week)
+    failure = error if run is None else run.failure
+    if failure is not None:
+        weeks = () if run is None else run.failed_weeks
+        week = max(weeks) if weeks else dt.datetime.now(dt.UTC).date()
+        return failed_entry(model_name, failure, week=week, link=link), week, None
+    if report_input is None:
+        return None, dt.date.today(), None
+    week = report_input.current.week
+    return digest_entry(model_name, report_input, link=link), week, report_input.current.run_id

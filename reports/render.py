@@ -106,8 +106,8 @@ def cid_source(chart: Chart) -> str:
     return f"cid:{chart.cid}"
 
 
-def write_report(html: str, out_dir: Path, week: dt.date) -> Path:
-    """Write `html` to `<out_dir>/<YYYY-MM-DD>/report.html` and return that path.
+def write_report(html: str, out_dir: Path, week: dt.date, *, file_name: str = "report.html") -> Path:
+    """Write `html` to `<out_dir>/<YYYY-MM-DD>/<file_name>` and return that path.
 
     The file is written to a temporary file in the same folder and moved into place with
     `os.replace`, so a reader never sees a half-written report and a failed write leaves the
@@ -115,8 +115,8 @@ def write_report(html: str, out_dir: Path, week: dt.date) -> Path:
     """
     target_dir = Path(out_dir) / week.isoformat()
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / "report.html"
-    fd, temp_name = tempfile.mkstemp(dir=target_dir, prefix=".report.", suffix=".html.tmp")
+    target = target_dir / file_name
+    fd, temp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{target.stem}.", suffix=".html.tmp")
     temp_path = Path(temp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as temp_file:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -422,6 +423,46 @@ class ReportDeliveryRow(Base):
     #: Comma-separated recipients; NULL when the report was only written.
     emailed_to: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)
+
+
+class NotificationRow(Base):
+    """One attempt to send a model's verdict of a week to one alert target (an Apprise URL, a Prefect
+    notification block, the digest's e-mail): ``sent``, or ``failed`` with the error.
+
+    The target is stored as a SHA-256 of its text (`target_hash`), never the text: an Apprise URL
+    carries its token. `target_kind` says what it was (``json``, ``slack``, ``block``, ``email``).
+    At most one ``sent`` row per (model, week, verdict, target) (a partial unique index): a retry or a
+    re-run asks it before sending. A fleet's digest e-mail is logged under the model name ``fleet``,
+    which no model of a fleet may have.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        # "was this verdict already sent to this target?" before each send, and the uniqueness of sent
+        Index(
+            "uq_notifications_sent",
+            "model_name",
+            "week",
+            "verdict",
+            "target_hash",
+            unique=True,
+            sqlite_where=text("status = 'sent'"),
+            postgresql_where=text("status = 'sent'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    week: Mapped[dt.date] = mapped_column(Date)
+    #: ``ok``, ``warn``, ``alert``, ``failed`` (the model's audit failed), or ``digest``.
+    verdict: Mapped[str] = mapped_column(String(16))
+    target_hash: Mapped[str] = mapped_column(String(64))
+    target_kind: Mapped[str] = mapped_column(String(32))
+    #: The run whose verdict it is (NULL when the model failed before a run was recorded).
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("audit_runs.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utc_now)

@@ -121,6 +121,24 @@ def load_assessment(session: Session, run_id: int) -> tuple[DropVerdict, str] | 
     return None if row is None else (DropVerdict(row.verdict), row.reason)
 
 
+def verdict_history(
+    session: Session, model_name: str, *, until: dt.date | None = None, weeks: int = 12
+) -> tuple[tuple[dt.date, DropVerdict], ...]:
+    """The drop verdicts of the `weeks` latest audited weeks of `model_name` up to `until`
+    (None: all), oldest first; a week without a verdict (the first drop) is left out."""
+    query = (
+        select(ModelDrop.week, DropVerdictRow.verdict)
+        .join(AuditRun, AuditRun.drop_id == ModelDrop.id)
+        .join(DropVerdictRow, DropVerdictRow.run_id == AuditRun.id)
+        .where(ModelDrop.model_name == model_name, AuditRun.status == RunStatus.SUCCEEDED.value)
+        .order_by(ModelDrop.week.desc())
+        .limit(weeks)
+    )
+    if until is not None:
+        query = query.where(ModelDrop.week <= until)
+    return tuple((week, DropVerdict(verdict)) for week, verdict in reversed(session.execute(query).all()))
+
+
 def _succeeded_runs(model_name: str) -> Select[AuditRun]:
     return (
         select(AuditRun)

@@ -73,3 +73,48 @@ def test_a_local_dask_cluster_gives_the_figures_of_the_default_runner(tmp_path: 
         np.testing.assert_allclose(dask_values, default_values, rtol=1e-6, equal_nan=True)
     kinds = {key[1] for key in _figures(dask_db, queries[2])[0]}
     assert len(kinds) == 2  # the reseeded copy and the frozen set were both scored on the workers
+
+
+@pytest.mark.slow
+def test_local_dask_workers_get_the_flows_temporary_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PREFECT_API_URL, `shared_api` starts one temporary server and hands its URL to the
+    flow's settings (which prefect_dask sends with each task) and to the environment the local
+    cluster's worker processes inherit: no worker starts a server of its own (before issue 15 each
+    did). An end-to-end `drift-audit run --task-runner dask` with ephemeral Prefect printed "Starting
+    temporary server" once (208 s on the shared machine: too slow for the suite)."""
+    import os
+
+    from distributed import Client, LocalCluster
+    from prefect.context import serialize_context
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    from flows.runners import shared_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
+    ephemeral = {
+        PREFECT_API_URL: None,
+        PREFECT_SERVER_EPHEMERAL_ENABLED: True,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 300,  # beside other work on 2 cores
+    }
+    with temporary_settings(updates=ephemeral):
+        with shared_api("dask", "tcp://remote:8786") as none:
+            assert none is None  # a remote cluster: nothing started here
+        with shared_api("dask") as url:
+            assert url is not None and url.startswith("http://127.0.0.1:")
+            assert PREFECT_API_URL.value() == url
+            assert serialize_context()["settings_context"]["settings"]["api"]["url"] == url
+            with (
+                LocalCluster(
+                    n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                seen = client.run(lambda: os.environ.get("PREFECT_API_URL"))
+            assert list(seen.values()) == [url]
+        assert "PREFECT_API_URL" not in os.environ and not PREFECT_API_URL.value()

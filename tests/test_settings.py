@@ -23,7 +23,15 @@ from flows.database import (
     has_password,
     redacted,
 )
-from flows.settings import AuditRequest, DropScope, EmailParameters, MethodOptions, SourceOptions
+from flows.settings import (
+    AlertOptions,
+    AuditRequest,
+    DropScope,
+    EmailParameters,
+    FleetOptions,
+    MethodOptions,
+    SourceOptions,
+)
 from flows.weekly_audit import DropAudit, DropOutcome, WeekComparison, _failure_message, weekly_audit
 
 W1, W2, W3 = dt.date(2026, 3, 2), dt.date(2026, 3, 9), dt.date(2026, 3, 16)
@@ -49,7 +57,15 @@ def _drops(*weeks: dt.date) -> tuple[Drop, ...]:
 
 def test_every_group_field_is_a_flow_parameter_with_the_same_default() -> None:
     signature = inspect.signature(weekly_audit.fn)
-    for group in (DropScope(), MethodOptions(), EmailParameters(), SourceOptions()):
+    groups = (
+        DropScope(),
+        MethodOptions(),
+        EmailParameters(),
+        SourceOptions(),
+        FleetOptions(),
+        AlertOptions(),
+    )
+    for group in groups:
         for item in dataclasses.fields(group):
             assert item.name in signature.parameters, (
                 f"{type(group).__name__}.{item.name} is no flow parameter"
@@ -95,6 +111,11 @@ def test_flow_parameters_are_flat_lists_and_strings_without_a_database_url() -> 
         "attach_report": False,
         "mlflow_tracking_uri": None,
         "storage_block": None,
+        "registries": None,
+        "fleet": None,
+        "email_per_model": False,
+        "notify": None,
+        "notify_on": "warn",
     }
     assert "db_url" not in parameters  # the command line passes it through the environment
 

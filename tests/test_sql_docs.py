@@ -54,7 +54,28 @@ def audited_db(
     with fresh_database(request.param, folder) as url:
         result = weekly_audit(registry=str(registry), db_url=url, out_dir=str(folder / "out"))
         assert isinstance(result, AuditResult)
+        _log_a_notification(url)
         yield url
+
+
+def _log_a_notification(url: str) -> None:
+    """One alert in the log, as `flows.alerts.notify_task` writes it (the queries of "Alerts")."""
+    from sqlalchemy.orm import Session
+
+    from storage import notification_log
+
+    with Session(make_engine(url)) as session, session.begin():
+        attempt = notification_log.record_attempt(
+            session,
+            model_name="registry",
+            week=WEEKS[-1],
+            verdict="alert",
+            hashed_target=notification_log.target_hash("json://127.0.0.1/hook"),
+            target_kind="json",
+            run_id=None,
+            error="sending: not confirmed",
+        )
+        notification_log.set_outcome(session, attempt, sent=True)
 
 
 @pytest.mark.parametrize("query", _queries())

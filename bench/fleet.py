@@ -1,0 +1,182 @@
+"""A fleet of small models, end to end: wall time, CPU time, cores busy, peak RSS, and the share of
+the run outside the methods' own computation (issue 15).
+
+Builds `--models` registries of 2 weekly drops of a small MLP (12 features, Dense 64-32-1, 2,000
+eval rows), then times `drift-audit run --fleet` in this process, as a user runs it (Prefect's
+temporary server included). A sampler thread reads this process's RSS every 0.2 s and notes it when
+the 10th and the last model's report is written. The methods' own computation is the sum of
+`method_results.seconds` of the run.
+
+    .venv/bin/python bench/fleet.py [--models 50] [--methods all|weight_sum,permutation] \\
+        [--task-runner default|dask] [--out DIR]
+
+Cores busy = CPU time (this process and its children: the temporary server, Dask workers) /
+(wall time x cores). Outside share = 1 - (method seconds / cores) / wall time: of the machine's
+capacity over the run, the part not spent inside a method (start-up, loading, storing, rendering,
+Prefect's bookkeeping, and idle cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (sets TF's log level and Keras' home before TF is imported)
+
+# as `drift-audit run` sets it (flows.cli), before Prefect's settings are first read here
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import keras
+import numpy as np
+
+WEEKS = (dt.date(2024, 1, 1), dt.date(2024, 1, 8))
+
+
+def build_fleet(root: Path, n_models: int, n_rows: int = 2000) -> Path:
+    """`root`/model-NN/<week>/ with model.keras and eval.npz, every model and sample its own (the
+    method cache keys on content: copies of one template would be computed once)."""
+    rng = np.random.default_rng(0)
+    fleet = root / "fleet"
+    for index in range(n_models):
+        for offset, week in enumerate(WEEKS):
+            keras.utils.set_random_seed(index * len(WEEKS) + offset)
+            model = keras.Sequential(
+                [
+                    keras.Input((12,)),
+                    keras.layers.Dense(64, activation="relu"),
+                    keras.layers.Dense(32, activation="relu"),
+                    keras.layers.Dense(1),
+                ]
+            )
+            X = rng.normal(size=(n_rows, 12)).astype(np.float32)
+            y = model.predict(X, verbose=0)[:, 0] + rng.normal(scale=0.05, size=n_rows)
+            folder = fleet / f"model-{index:02d}" / week.isoformat()
+            folder.mkdir(parents=True)
+            model.save(folder / "model.keras")
+            np.savez(folder / "eval.npz", X=X, y=y.astype(np.float32))
+    return fleet
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Sampler(threading.Thread):
+    """RSS of this process when the 10th and the last report appear under `out`."""
+
+    def __init__(self, out: Path, n_models: int) -> None:
+        super().__init__(daemon=True)
+        self.out, self.n_models = out, n_models
+        self.at: dict[int, float] = {}
+        self.peak = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            rss = _rss_mb()
+            self.peak = max(self.peak, rss)
+            done = len(list(self.out.glob("model-*/*/report.html"))) if self.out.exists() else 0
+            for mark in (10, self.n_models):
+                if done >= mark and mark not in self.at:
+                    self.at[mark] = rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--task-runner", default="default", choices=("default", "dask"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    fleet = build_fleet(work, args.models)
+    out = args.out or work / "out"
+
+    from flows.cli import main as cli
+
+    command = ["run", "--fleet", str(fleet), "--out", str(out), "--quiet", "--no-email"]
+    command += ["--task-runner", args.task_runner]
+    if args.methods != "all":
+        command += ["--methods", args.methods]
+    sampler = Sampler(out, args.models)
+    sampler.start()
+    start_wall, start_self = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    start_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    living: dict[int, float] = {}
+
+    def note_children() -> None:  # the temporary server and Dask workers are still alive at the end
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                living[child.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    stop = SubprocessASGIServer.stop
+
+    def stop_and_note(self: SubprocessASGIServer) -> None:
+        note_children()
+        stop(self)
+
+    SubprocessASGIServer.stop = stop_and_note  # type: ignore[method-assign]
+    code = cli(command)
+    note_children()
+    wall = time.perf_counter() - start_wall
+    end_self, end_children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    sampler.stop.set()
+    sampler.join()
+    cpu = sum(
+        getattr(end, field) - getattr(begin, field)
+        for end, begin in ((end_self, start_self), (end_children, start_children))
+        for field in ("ru_utime", "ru_stime")
+    ) + sum(living.values())
+    with sqlite3.connect(out / "drift-audit.db") as connection:
+        method_seconds = connection.execute(
+            "SELECT COALESCE(SUM(seconds), 0) FROM method_results"
+        ).fetchone()[0]
+        n_tasks = connection.execute("SELECT COUNT(*) FROM method_results").fetchone()[0]
+    cores = os.cpu_count() or 1
+    result = {
+        "models": args.models,
+        "drops": args.models * len(WEEKS),
+        "methods": args.methods,
+        "task_runner": args.task_runner,
+        "exit_status": code,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "cores": cores,
+        "cores_busy": round(cpu / (wall * cores), 3),
+        "method_results": n_tasks,
+        "method_seconds": round(method_seconds, 1),
+        "outside_share": round(1 - (method_seconds / cores) / wall, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_model_10_mb": round(sampler.at.get(10, float("nan")), 1),
+        f"rss_after_model_{args.models}_mb": round(sampler.at.get(args.models, float("nan")), 1),
+        "load_average": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
