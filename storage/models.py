@@ -3,7 +3,7 @@
 Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
 the migrations and these classes agree). Views (``importance_history``, ``importance_changes``,
 ``audit_verdicts``, ``top_features``, ``input_drift``, ``performance_drift``,
-``feature_sensitivity``) are created by the migrations, which own their SQL.
+``feature_sensitivity``, ``clarify_ndcg``) are created by the migrations, which own their SQL.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def test_table_is_aligned(filled: str, capsys: pytest.CaptureFixture[str]) -> No
     starts = [
         index for index, char in enumerate(rule) if char == "-" and (index == 0 or rule[index - 1] == " ")
     ]
-    assert len(starts) == 8 and len(lines) == len(WEEKS) * 5
+    assert len(starts) == 9 and len(lines) == len(WEEKS) * 5
     for line in lines:  # every column starts (text) or ends (numbers) where the rule says
         assert line[starts[0] : starts[0] + 10].count("-") == 2  # an ISO date
         assert line[starts[3] - 2 : starts[3]] == "  " and line[starts[3] :].startswith("pm2.5")
