@@ -96,7 +96,7 @@ class TargetGradients:
         )
         self._expected = tf.function(
             functools.partial(_expected_path, model, target),
-            input_signature=[x_spec, x_spec, ids_spec, vector],
+            input_signature=[x_spec, x_spec, tf.TensorSpec((None,), tf.int32), ids_spec, vector],
         )
 
     @staticmethod
@@ -155,17 +155,20 @@ class TargetGradients:
     def expected(
         self,
         X: AnyFloatArray,
-        baselines: AnyFloatArray,
+        background: tf.Tensor,
+        rows: Int32Array,
         ids: Int32Array,
         alphas: AnyFloatArray,
     ) -> FloatArray:
         """Expected gradients of a chunk: the mean over its m draws of (x - b) * grad F(b + t (x - b)).
 
-        `baselines` (m * c, ...) and `alphas` (m * c,) are draw-major: draw k of sample i is row
-        ``k * c + i``. One call of m * c model inputs: chunk X first.
+        `background` is the float32 background (sent once per method call, gathered from in the
+        graph); `rows` (m * c,) the background row and `alphas` (m * c,) the path point of each draw,
+        draw-major: draw k of sample i is entry ``k * c + i``. One call of m * c model inputs: chunk X
+        first.
         """
         result = self._expected(
-            as_float32(X), as_float32(baselines), tf.constant(ids), tf.constant(alphas, tf.float32)
+            as_float32(X), background, tf.constant(rows), tf.constant(ids), tf.constant(alphas, tf.float32)
         )
         return np.asarray(result.numpy(), dtype=np.float64)
 
@@ -233,15 +236,17 @@ def _expected_path(
     model: keras.Model,
     target: OutputTarget,
     x: tf.Tensor,
-    baselines: tf.Tensor,
+    background: tf.Tensor,
+    rows: tf.Tensor,
     ids: tf.Tensor,
     alphas: tf.Tensor,
 ) -> tf.Tensor:
     """All draws of a chunk in one model call: (m * c) inputs for c samples and m draws, each draw
-    with its own baseline and point on the straight path from it to the sample."""
+    with its own baseline (a row of `background`) and point on the straight path to the sample."""
     n_samples = tf.shape(x)[0]
-    n_draws = tf.shape(baselines)[0] // n_samples
+    n_draws = tf.shape(rows)[0] // n_samples
     rank = x.shape.rank
+    baselines = tf.gather(background, rows)  # (m * c, ...)
     repeated = tf.tile(x, tf.concat([[n_draws], tf.ones([rank - 1], tf.int32)], axis=0))  # (m * c, ...)
     difference = repeated - baselines
     points = baselines + tf.reshape(alphas, [-1] + [1] * (rank - 1)) * difference

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from audit.forward import row_chunks
+from audit.forward import as_float32, row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, TargetGradients, rows_per_chunk, target_gradients
 from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
 from audit.options import Interval, option
@@ -199,11 +199,12 @@ def _attribution_chunks(
 ) -> Iterator[tuple[slice, FloatArray]]:
     """(rows, attributions of those rows) for consecutive chunks of X, one model call each."""
     n_draws = draws.rows.shape[1]
+    background_tensor = as_float32(background)  # sent to the device once; gathered from in the graph
     for rows in row_chunks(len(X), rows_per_chunk(X.shape[1:], chunk_bytes, points_per_row=n_draws)):
-        # draw-major, as the traced function expects: draw k of the chunk's sample i is row k * c + i
-        baselines = background[draws.rows[rows].T.reshape(-1)]
+        # draw-major, as the traced function expects: draw k of the chunk's sample i is entry k * c + i
+        baseline_rows = draws.rows[rows].T.reshape(-1).astype(np.int32)
         alphas = draws.alphas[rows].T.reshape(-1)
-        yield rows, gradients.expected(X[rows], baselines, ids[rows], alphas)
+        yield rows, gradients.expected(X[rows], background_tensor, baseline_rows, ids[rows], alphas)
 
 
 def _baseline_values(
