@@ -27,7 +27,14 @@ import numpy as np
 
 from audit.forward import row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk, target_gradients
-from audit.methods.base import ElementSummary, MethodContext, MethodNotApplicable, register_method
+from audit.methods.base import (
+    ElementSummary,
+    MethodContext,
+    MethodNotApplicable,
+    per_sample_importance,
+    register_method,
+    standard_error,
+)
 from audit.options import NoOptions
 from audit.targets import REGRESSION_TARGET, OutputTarget
 from audit.types import FloatArray, Importance
@@ -83,10 +90,10 @@ def compute_saliency(
     """
     _check_names(X, feature_names)
     magnitude = ElementSummary(len(X), tuple(X.shape[1:]))
-    signed = ElementSummary(len(X), tuple(X.shape[1:]))
+    signed = np.empty((len(X), X.shape[-1]))  # each sample's mean gradient (over steps): no profile
     for rows, gradient in _gradient_chunks(model, X, target, chunk_bytes):
         magnitude.add(rows, np.abs(gradient))
-        signed.add(rows, gradient)
+        signed[rows] = per_sample_importance(gradient)
     return Importance(
         method="saliency",
         feature_names=feature_names,
@@ -97,10 +104,10 @@ def compute_saliency(
             "target": target.describe(),
             "n_samples": magnitude.n_samples,
             # the signed mean's own standard error: how sure its sign is
-            "direction_std": [float(v) for v in signed.std],
+            "direction_std": [float(v) for v in standard_error(signed)],
         },
         method_version=SALIENCY_VERSION,
-        direction=signed.values,
+        direction=np.asarray(signed.mean(axis=0), np.float64),
     )
 
 
