@@ -25,11 +25,11 @@ def compare_importances(
     Spearman's rho and Kendall's tau-b are computed on the values of the features present in both
     drops (None with fewer than 3 shared features or a constant side); signed methods are ranked by
     magnitude, as their ranks are. Top-k overlap is the share of this drop's k highest-ranked
-    features that were also among the previous drop's k highest. Two figures of different method
-    versions (`Importance.method_version`) are not compared: the result holds both versions and
-    nothing else (`not_comparable`). nDCG is SageMaker Clarify's
+    features that were also among the previous drop's k highest. nDCG is SageMaker Clarify's
     attribution-drift score (`ndcg`); the profile distance is the mean over shared features of
-    `profile_emd` (None unless both drops have time profiles over the same steps).
+    `profile_emd` (None unless both drops have time profiles over the same steps). Two figures of
+    different method versions (`Importance.method_version`) are not compared: the result holds both
+    versions and nothing else (`not_comparable`).
     """
     if current.method != previous.method:
         raise ValueError(f"cannot compare {current.method} with {previous.method}")

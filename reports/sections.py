@@ -561,6 +561,8 @@ def frozen_sections(
         )
         if now is None or before is None or frozen is None or not now.has_values:
             continue
+        if len({now.method_version, before.method_version, frozen.method_version}) > 1:
+            continue  # figures of two definitions of the method are never set side by side
         causes = {}
         if assessment is not None:
             causes = {
