@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import ndcg_score
 
 from audit.compare import compare_importances, ndcg
 from audit.types import Importance
@@ -61,10 +62,9 @@ def test_methods_must_match() -> None:
 def test_ndcg_with_ties_is_scikit_learns_ndcg_score() -> None:
     """Negative permutation importances clipped to 0 tie; tied features share their positions'
     discounts (scikit-learn's default, ignore_ties=False), so the order of the input does not matter."""
-    metrics = pytest.importorskip("sklearn.metrics")
     previous = np.array([0.30, 0.20, -0.01, 0.05, 0.20, -0.02])
     current = np.array([0.25, -0.03, 0.25, 0.0, 0.10, -0.01])  # three features clip to 0: a tie
-    expected = metrics.ndcg_score([np.clip(previous, 0, None)], [np.clip(current, 0, None)])
+    expected = ndcg_score([np.clip(previous, 0, None)], [np.clip(current, 0, None)])
     assert ndcg(current, previous) == pytest.approx(expected, rel=1e-12)
     order = np.array([5, 3, 1, 0, 4, 2])  # the same features in another order: the same figure
     assert ndcg(current[order], previous[order]) == pytest.approx(expected, rel=1e-12)
@@ -78,14 +78,13 @@ def test_ndcg_with_ties_is_scikit_learns_ndcg_score() -> None:
 
 
 def test_ndcg_matches_scikit_learn_on_random_ties() -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
     for _ in range(200):
         n = int(rng.integers(2, 12))
         previous, current = np.round(rng.normal(size=n), 1), np.round(rng.normal(size=n), 1)
         ours = ndcg(current, previous)
         if ours is not None:
-            reference = metrics.ndcg_score([np.clip(previous, 0, None)], [np.clip(current, 0, None)])
+            reference = ndcg_score([np.clip(previous, 0, None)], [np.clip(current, 0, None)])
             assert ours == pytest.approx(reference, rel=1e-12, abs=1e-15)
 
 

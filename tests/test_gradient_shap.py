@@ -7,14 +7,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import shap
 from scipy import stats
 
 from audit.methods import registered_methods
 from audit.methods.gradient_shap import compute_gradient_shap, expected_gradients
 from audit.targets import REGRESSION_TARGET
 from tests.helpers import linear_model
-
-shap = pytest.importorskip("shap")
 
 
 @pytest.fixture(scope="module")
