@@ -27,10 +27,14 @@ def compare_importances(
     magnitude, as their ranks are. Top-k overlap is the share of this drop's k highest-ranked
     features that were also among the previous drop's k highest. nDCG is SageMaker Clarify's
     attribution-drift score (`ndcg`); the profile distance is the mean over shared features of
-    `profile_emd` (None unless both drops have time profiles over the same steps).
+    `profile_emd` (None unless both drops have time profiles over the same steps). Two figures of
+    different method versions (`Importance.method_version`) are not compared: the result holds both
+    versions and nothing else (`not_comparable`).
     """
     if current.method != previous.method:
         raise ValueError(f"cannot compare {current.method} with {previous.method}")
+    if current.method_version != previous.method_version:
+        return not_comparable(current, previous)
     now = values_and_ranks(current)
     before = values_and_ranks(previous)
     changes = tuple(
@@ -57,27 +61,73 @@ def compare_importances(
         kendall=_kendall(magnitude_now, magnitude_before),
         ndcg=ndcg(np.array(magnitude_now), np.array(magnitude_before)),
         profile_distance=float(np.mean(list(distances.values()))) if distances else None,
+        method_version=current.method_version,
+        previous_method_version=previous.method_version,
+    )
+
+
+def newer_versions(current: AuditSummary, previous: AuditSummary) -> tuple[str, ...]:
+    """Methods whose figure in `current` is of a newer version of their definition than in
+    `previous` (`Importance.method_version`): the previous drop must be re-scored to compare them."""
+    stale = []
+    for outcome in current.outcomes:
+        before = previous.importance(outcome.method)
+        now = outcome.importance
+        if now is not None and before is not None and now.method_version > before.method_version:
+            stale.append(outcome.method)
+    return tuple(stale)
+
+
+def not_comparable(current: Importance, previous: Importance) -> MethodComparison:
+    """The comparison of two figures of different versions of a method: no statistics, no changes,
+    and both versions, so the report and the SQL say "not comparable" (`MethodComparison.comparable`)."""
+    return MethodComparison(
+        method=current.method,
+        spearman=None,
+        top_k=0,
+        top_k_overlap=None,
+        changes=(),
+        method_version=current.method_version,
+        previous_method_version=previous.method_version,
     )
 
 
 def ndcg(current: FloatArray, previous: FloatArray) -> float | None:
     """nDCG of this drop's ranking, with the previous drop's attributions as relevance.
 
-    As SageMaker Clarify's feature-attribution drift monitor computes it (it alerts below 0.90):
-    with F the features sorted by the previous (baseline) attribution a(f) and F' sorted by this
-    drop's, nDCG = DCG / iDCG, DCG = sum_i a(F'_i) / log2(i + 1), iDCG = sum_i a(F_i) / log2(i + 1).
-    Relevance is clipped at 0 (a negative permutation importance is no relevance). None with
-    fewer than 2 features or no positive relevance.
+    As SageMaker Clarify's feature-attribution drift monitor computes it (it alerts below
+    `audit.types.CLARIFY_NDCG_THRESHOLD`, 0.90; on `gradient_shap` it is the figure Clarify users
+    know, `audit.types.CLARIFY_METHOD`): with F the features sorted by the previous (baseline)
+    attribution a(f) and F' sorted by this drop's, nDCG = DCG / iDCG, DCG = sum_i a(F'_i) /
+    log2(i + 1), iDCG = sum_i a(F_i) / log2(i + 1) (i = 1 for the top feature). Both sides are
+    clipped at 0 (a negative permutation importance is no relevance, and no importance), which makes
+    ties common: features tied in this drop's ranking share their positions' discounts equally
+    (each gets the mean relevance of the tie), as scikit-learn's ``ndcg_score`` does by default
+    (McSherry & Najork 2008), so the figure does not depend on the features' order in the input.
+    None with fewer than 2 features or no positive relevance.
     """
     if current.shape[0] < 2:
         return None
-    relevance = np.clip(previous, 0.0, None)
+    relevance = np.clip(np.asarray(previous, np.float64), 0.0, None)
+    scores = np.clip(np.asarray(current, np.float64), 0.0, None)
     discount = 1.0 / np.log2(np.arange(2, current.shape[0] + 2))
     ideal = float(np.sum(np.sort(relevance)[::-1] * discount))
     if ideal <= 0.0:
         return None
-    order = np.argsort(-current, kind="stable")
-    return float(np.sum(relevance[order] * discount)) / ideal
+    return _tie_averaged_dcg(relevance, scores, discount) / ideal
+
+
+def _tie_averaged_dcg(relevance: FloatArray, scores: FloatArray, discount: FloatArray) -> float:
+    """DCG of the ranking by `scores` (largest first) where each group of tied scores gets its mean
+    relevance at each of the positions it spans (scikit-learn's ``_tie_averaged_dcg``)."""
+    _, group, counts = np.unique(-scores, return_inverse=True, return_counts=True)
+    mean_relevance = np.zeros(len(counts))
+    np.add.at(mean_relevance, group.reshape(-1), relevance)
+    mean_relevance /= counts
+    ends = np.cumsum(counts)
+    cumulative = np.concatenate([[0.0], np.cumsum(discount)])
+    group_discounts = cumulative[ends] - cumulative[ends - counts]
+    return float(np.sum(mean_relevance * group_discounts))
 
 
 def profile_emd(current: FloatArray, previous: FloatArray) -> float | None:

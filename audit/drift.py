@@ -102,6 +102,11 @@ from audit.types import (
 MAD_TO_SD = 1.4826
 #: Methods that read only the weights: judged only when no data method ran.
 WEIGHT_METHODS = frozenset({"weight_sum", "garson", "olden"})
+#: Data methods shown and compared but not voting by default (issue 18): they would add votes
+#: correlated with the other gradient methods' (integrated gradients, gradient x input). Which
+#: methods vote is the drift power study's call (docs/drift-benchmark.md); `verdict_methods` in
+#: audit.toml makes them vote.
+NON_VOTING_METHODS = frozenset({"gradient_shap", "saliency"})
 #: Features named in a drop's reason.
 REASON_FEATURES = 3
 
@@ -217,6 +222,7 @@ def _same_layout(a: Importance, b: Importance) -> bool:
         a.feature_names == b.feature_names
         and a.profile_features == b.profile_features
         and a.signed == b.signed
+        and a.method_version == b.method_version
         and same_profile
     )
 
@@ -239,6 +245,7 @@ def mean_importance(models: Sequence[Importance]) -> Importance:
         parameters={**first.parameters, "models_averaged": len(models)},
         signed=first.signed,
         profile_features=first.profile_features,
+        method_version=first.method_version,
     )
 
 
@@ -280,10 +287,13 @@ def _method_noise(
     drop's `models` (its primary and copies; the previous drop's figure averaged `previous_models`)."""
     history: dict[str, list[float]] = {}
     profile_history: dict[str, list[float]] = {}
+    version = models[0].method_version if models else None
     for older, newer in itertools.pairwise(audits):
         older_figure, newer_figure = drop_figure(older, method), drop_figure(newer, method)
         if older_figure is None or newer_figure is None:
             continue
+        if {older_figure.importance.method_version, newer_figure.importance.method_version} != {version}:
+            continue  # changes of another definition of the method say nothing of this one's noise
         before, now = older_figure.importance, newer_figure.importance
         if before.has_values and now.has_values:
             changes = centred_log_ratios(now, before, epsilon_fraction=config.epsilon_fraction)
@@ -584,11 +594,13 @@ def assess_drift(
     noises: dict[str, MethodNoise] = {}
     for outcome in current.outcomes:
         now, before = drop_figure(current, outcome.method), drop_figure(previous, outcome.method)
-        if now is None or before is None:
+        if now is None or before is None or not _comparable(now.importance, before.importance):
             continue
         models = drop_models(current, outcome.method)
         noise = _method_noise(outcome.method, past, models, before.n_models, config)
         frozen = None if current.frozen is None else current.frozen.importance(outcome.method)
+        if frozen is not None and not _comparable(frozen, now.importance):
+            frozen = None
         method = method_drifts(
             now.importance, before.importance, noise, frozen, config, detectable=detectable
         )
@@ -653,19 +665,30 @@ def _advice(
     return copies_advice(noises, [f.feature for f in top], current.n_eval_samples, config)
 
 
+def _comparable(a: Importance, b: Importance) -> bool:
+    """Figures of the same version of the method's definition (`Importance.method_version`)."""
+    return a.method_version == b.method_version
+
+
 def _verdict_methods(current: AuditSummary, previous: AuditSummary, config: DriftConfig) -> tuple[str, ...]:
-    """Methods with results in both drops that decide verdicts (see `DriftConfig.verdict_methods`)."""
-    both = [
-        outcome.method
-        for outcome in current.outcomes
-        if outcome.importance is not None and previous.importance(outcome.method) is not None
-    ]
+    """Methods with comparable results in both drops that decide verdicts (see
+    `DriftConfig.verdict_methods`; by default not the `NON_VOTING_METHODS`)."""
+    both = []
+    for outcome in current.outcomes:
+        before = previous.importance(outcome.method)
+        if outcome.importance is not None and before is not None and _comparable(outcome.importance, before):
+            both.append(outcome.method)
     if config.verdict_methods is not None:
         return tuple(method for method in both if method in config.verdict_methods)
     judged = []
     for method in both:
         importance = current.importance(method)
-        if importance is not None and importance.has_values and not importance.signed:
+        if (
+            importance is not None
+            and importance.has_values
+            and not importance.signed
+            and method not in NON_VOTING_METHODS
+        ):
             judged.append(method)
     data = tuple(method for method in judged if method not in WEIGHT_METHODS)
     return data or tuple(judged)

@@ -1,4 +1,4 @@
-"""Traced gradient computations shared by the gradient methods (IG, saliency, Grad-CAM).
+"""Traced gradient computations shared by the gradient methods (IG, GradientSHAP, saliency, Grad-CAM).
 
 Each function is traced once per (model, target) with a ``None`` batch dimension, so chunks of any
 size reuse one graph; all per-sample and per-step work happens inside TensorFlow as batched ops.
@@ -94,6 +94,10 @@ class TargetGradients:
             functools.partial(_integrated_path, model, target),
             input_signature=[x_spec, x_spec, ids_spec, vector, vector],
         )
+        self._expected = tf.function(
+            functools.partial(_expected_path, model, target),
+            input_signature=[x_spec, x_spec, tf.TensorSpec((None,), tf.int32), ids_spec, vector],
+        )
 
     @staticmethod
     def forward_rows(X: AnyFloatArray) -> int:
@@ -145,6 +149,26 @@ class TargetGradients:
             tf.constant(ids),
             tf.constant(alphas, tf.float32),
             tf.constant(weights, tf.float32),
+        )
+        return np.asarray(result.numpy(), dtype=np.float64)
+
+    def expected(
+        self,
+        X: AnyFloatArray,
+        background: tf.Tensor,
+        rows: Int32Array,
+        ids: Int32Array,
+        alphas: AnyFloatArray,
+    ) -> FloatArray:
+        """Expected gradients of a chunk: the mean over its m draws of (x - b) * grad F(b + t (x - b)).
+
+        `background` is the float32 background (sent once per method call, gathered from in the
+        graph); `rows` (m * c,) the background row and `alphas` (m * c,) the path point of each draw,
+        draw-major: draw k of sample i is entry ``k * c + i``. One call of m * c model inputs: chunk X
+        first.
+        """
+        result = self._expected(
+            as_float32(X), background, tf.constant(rows), tf.constant(ids), tf.constant(alphas, tf.float32)
         )
         return np.asarray(result.numpy(), dtype=np.float64)
 
@@ -206,3 +230,29 @@ def _integrated_path(
     gradients = tf.reshape(tape.gradient(value, flat), tf.shape(points))
     mean_gradient = tf.tensordot(weights, gradients, axes=1)  # (c, ...)
     return difference * mean_gradient
+
+
+def _expected_path(
+    model: keras.Model,
+    target: OutputTarget,
+    x: tf.Tensor,
+    background: tf.Tensor,
+    rows: tf.Tensor,
+    ids: tf.Tensor,
+    alphas: tf.Tensor,
+) -> tf.Tensor:
+    """All draws of a chunk in one model call: (m * c) inputs for c samples and m draws, each draw
+    with its own baseline (a row of `background`) and point on the straight path to the sample."""
+    n_samples = tf.shape(x)[0]
+    n_draws = tf.shape(rows)[0] // n_samples
+    rank = x.shape.rank
+    baselines = tf.gather(background, rows)  # (m * c, ...)
+    repeated = tf.tile(x, tf.concat([[n_draws], tf.ones([rank - 1], tf.int32)], axis=0))  # (m * c, ...)
+    difference = repeated - baselines
+    points = baselines + tf.reshape(alphas, [-1] + [1] * (rank - 1)) * difference
+    with tf.GradientTape() as tape:
+        tape.watch(points)
+        value = scalar_output(model(points, training=False), tf.tile(ids, [n_draws, 1]), target)
+    products = difference * tape.gradient(value, points)
+    shape = tf.concat([[n_draws, n_samples], tf.shape(x)[1:]], axis=0)
+    return tf.reduce_mean(tf.reshape(products, shape), axis=0)  # (c, ...)

@@ -187,6 +187,12 @@ class Importance:
     #: Labels of the profile's columns when they are not `feature_names`: Grad-CAM's map covers all
     #: features at once, so its result has no per-feature values and one profile column "*".
     profile_features: tuple[str, ...] | None = None
+    #: Version of the method's definition the figure was computed with: figures of two versions
+    #: are never compared (saliency is 2 since it became the mean |gradient|; every other method 1).
+    method_version: int = 1
+    #: Signed per-feature direction beside magnitude values (saliency: the signed mean gradient,
+    #: whose sign says whether the feature pushes the output up or down); None for other methods.
+    direction: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.feature_names)
@@ -201,6 +207,8 @@ class Importance:
             )
         if self.std is not None and self.std.shape != (n,):
             raise ValueError(f"{self.method}: std has shape {self.std.shape}, expected ({n},)")
+        if self.direction is not None and self.direction.shape != (n,):
+            raise ValueError(f"{self.method}: direction has shape {self.direction.shape}, expected ({n},)")
         json.dumps(dict(self.parameters))  # fails early if a parameter cannot be stored
 
     @property
@@ -262,6 +270,13 @@ class FeatureChange:
         return self.previous_rank - self.rank
 
 
+#: SageMaker Clarify's feature-attribution drift monitor alerts when nDCG falls below this.
+CLARIFY_NDCG_THRESHOLD = 0.90
+#: The method whose nDCG is the figure Clarify and Vertex AI users know (Shapley-value attributions
+#: ranked by mean |attribution|): the report and the ``clarify_ndcg`` view label it as such.
+CLARIFY_METHOD = "gradient_shap"
+
+
 @dataclass(frozen=True)
 class MethodComparison:
     """One method's importances this week against the previous drop's."""
@@ -277,6 +292,15 @@ class MethodComparison:
     #: Mean over features of the earth mover's distance (in steps) between the normalised time
     #: profiles of the two drops (which lags the model relies on); None without profiles.
     profile_distance: float | None = None
+    #: The method's version in this drop and in the previous one (`Importance.method_version`):
+    #: figures of two versions are not comparable, and such a comparison holds no statistics.
+    method_version: int = 1
+    previous_method_version: int = 1
+
+    @property
+    def comparable(self) -> bool:
+        """False when the two drops' figures come from different definitions of the method."""
+        return self.method_version == self.previous_method_version
 
     @property
     def biggest_movers(self) -> tuple[FeatureChange, ...]:
@@ -340,7 +364,8 @@ class DriftConfig:
     #: Profile-distance band (steps) with no history and no copies, as a share of the steps.
     default_profile_fraction: float = 0.1
     #: Methods whose changes decide verdicts; None = every unsigned data method with per-feature
-    #: values (weight-only methods when no data method ran).
+    #: values but gradient_shap and saliency (`audit.drift.NON_VOTING_METHODS`; weight-only methods
+    #: when no data method ran).
     verdict_methods: tuple[str, ...] | None = None
     #: Score the previous drop's model on this week's eval sample too (the frozen-set comparison:
     #: "the model changed" or "the data changed"); costs one more run of the data methods.

@@ -224,6 +224,18 @@ def floor_for(
         parts.append(_forward(model, 2 * n, forward_rows))
         steps_text = "+".join(str(s) for s in tried)
         return f"N*S fwd+bwd + 2N fwd, N={n}, S={steps_text}", parts
+    if name == "gradient_shap":
+        draws, background = int(parameters["n_draws"]), int(parameters["background_size"])
+        outputs = model.predict(X, verbose=0).reshape(n, -1)
+        # F of the background is computed once per distinct explained class (regression: one)
+        classes = len(np.unique(outputs.argmax(axis=1))) if outputs.shape[1] > 1 else 1
+        per_chunk = gradients.rows_per_chunk(row_shape, gradients.DEFAULT_GRADIENT_CHUNK_BYTES, draws)
+        description = f"N*M fwd+bwd + N fwd + C*B fwd, N={n}, M={draws}, B={background}, C={classes}"
+        return description, [
+            _gradient(model, n * draws, per_chunk * draws),
+            _forward(model, n, forward_rows),
+            _forward(model, classes * background, forward_rows),
+        ]
     if name in ("saliency", "gradient_x_input"):
         return f"N fwd+bwd, N={n}", [_gradient(model, n, gradient_rows)]
     if name == "grad_cam":

@@ -614,7 +614,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 #: Columns of `drift-audit history`, in order.
-_HISTORY_COLUMNS = ("week", "model", "method", "feature", "value", "std", "rank", "verdict")
+_HISTORY_COLUMNS = ("week", "model", "method", "feature", "value", "std", "rank", "method_version", "verdict")
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -660,7 +660,7 @@ def _write_csv(records: list[dict[str, object]], stream: TextIO) -> None:
 
 def _write_table(records: list[dict[str, object]], stream: TextIO) -> None:
     """Aligned columns: text left, numbers right (values to 4 significant digits)."""
-    numeric = {"value", "std", "rank"}
+    numeric = {"value", "std", "rank", "method_version"}
     cells = [[_cell(record[name]) for name in _HISTORY_COLUMNS] for record in records]
     widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(_HISTORY_COLUMNS)]
 

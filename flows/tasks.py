@@ -14,6 +14,7 @@ Method tasks never retry: a method's own failure is a result.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from audit.compare import compare_audits
+from audit.compare import compare_audits, newer_versions
 from audit.drift import assess_drift
 from audit.eval_sample import describe_rows
 from audit.evaluation import evaluate_model
@@ -38,6 +39,7 @@ from audit.input_drift import assess_input_drift, summarize_inputs
 from audit.loading import LoadedDrop, check_sample_fits, load_drop, load_model
 from audit.model_formats import model_content_hash
 from audit.performance import assess_performance
+from audit.runner import run_method, select_methods
 from audit.schedule import missing_weeks, stale_comparisons
 from audit.sources import parse_registry
 from audit.types import (
@@ -384,6 +386,79 @@ def store_task(
             input_summaries=summaries,
             provenance=provenance,
         )
+
+
+@task(name="rescore-previous", cache_policy=NO_CACHE, **IO_RETRIES)
+def rescore_previous_task(
+    db_url: str,
+    model_name: str,
+    week: dt.date,
+    catalog: Catalog,
+    trust_model_code: bool,
+    custom_modules: tuple[str, ...],
+    random_state: int,
+) -> tuple[str, ...]:
+    """At a method's cut-over (this drop's figure is of a newer version of its definition than the
+    previous drop's, `Importance.method_version`), re-score the previous drop with the new version
+    when its files are still in the registry, so the two weeks stay comparable; returns the methods
+    re-scored. Where that cannot be done (the drop is gone, cannot be loaded, or the method fails
+    on it) the comparison of that method is "not comparable" (`audit.compare.not_comparable`).
+    """
+    logger = get_run_logger()
+    with Session(engine_for(db_url)) as session:
+        current = reads.load_audit(session, model_name, week)
+        previous = reads.previous_audit(session, model_name, week)
+    if current is None or previous is None:
+        return ()
+    stale = newer_versions(current, previous)
+    if not stale:
+        return ()
+    listed = catalog.find(previous.week)
+    if listed is None:
+        logger.warning(
+            "%s: %s changed definition since %s, whose drop is gone from the registry: not comparable",
+            week,
+            ", ".join(stale),
+            previous.week,
+        )
+        return ()
+    try:
+        loaded = load_drop(
+            catalog.stage(listed).drop, trust_model_code=trust_model_code, custom_modules=custom_modules
+        )
+    except AuditError as error:
+        logger.warning(
+            "%s: %s not re-scored on %s (not comparable): %s", week, ", ".join(stale), previous.week, error
+        )
+        return ()
+    outcomes = []
+    for spec in select_methods(stale):
+        outcome = run_method(loaded, spec, random_state=random_state)
+        importance = outcome.importance
+        now = current.importance(spec.name)
+        if importance is None or now is None or importance.method_version != now.method_version:
+            logger.warning(
+                "%s: %s not re-scored on %s (not comparable): %s",
+                week,
+                spec.name,
+                previous.week,
+                outcome.reason,
+            )
+            continue
+        parameters = {**importance.parameters, "rescored_for": week.isoformat()}
+        outcomes.append(
+            dataclasses.replace(outcome, importance=dataclasses.replace(importance, parameters=parameters))
+        )
+    if outcomes:
+        with Session(engine_for(db_url)) as session, session.begin():
+            writes.replace_method_figures(session, previous.run_id, outcomes)
+        logger.info(
+            "%s: re-scored %s on the previous drop %s (new method version)",
+            week,
+            ", ".join(o.method for o in outcomes),
+            previous.week,
+        )
+    return tuple(outcome.method for outcome in outcomes)
 
 
 @task(name="record-failure", cache_policy=NO_CACHE, **IO_RETRIES)

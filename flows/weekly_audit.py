@@ -101,6 +101,7 @@ from flows.tasks import (
     plan_task,
     record_failure_task,
     render_task,
+    rescore_previous_task,
     stage_task,
     stale_comparisons_task,
     start_run_task,
@@ -478,7 +479,27 @@ def _audit_and_compare(
     audit = _audit_drop(target, drop, catalog, settings)
     if audit.drift is None:
         return DropOutcome(audit)
+    _rescore_previous(target, drop.week, catalog, settings)
     return DropOutcome(audit, _compare(target, drop.week, audit.drift))
+
+
+def _rescore_previous(target: AuditTarget, week: dt.date, catalog: Catalog, settings: DropSettings) -> None:
+    """Re-score the previous drop with the methods whose definition changed since it was audited
+    (`rescore_previous_task`); a failure is a warning: those methods are then "not comparable"."""
+    state = rescore_previous_task(
+        target.db_url,
+        target.model_name,
+        week,
+        catalog,
+        settings.trust_model_code,
+        settings.custom_modules,
+        settings.random_state,
+        return_state=True,
+    )
+    if state.is_failed() or state.is_crashed():
+        error = state.result(raise_on_failure=False)
+        reason = one_line(error) if isinstance(error, BaseException) else (state.message or "failed")
+        get_run_logger().warning("%s: the previous drop was not re-scored: %s", week, reason)
 
 
 def _audit_drop(target: AuditTarget, drop: SourceDrop, catalog: Catalog, settings: DropSettings) -> DropAudit:

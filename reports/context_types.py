@@ -42,6 +42,29 @@ class ComparisonLine:
     ndcg: float | None = None
     #: Mean distance (steps) between the two drops' normalised time profiles, if any.
     profile_distance: float | None = None
+    #: The method's version this week and last week: figures of two versions are not comparable
+    #: (`MethodComparison.comparable`), and such a line holds no statistics.
+    method_version: int = 1
+    previous_method_version: int = 1
+    #: The nDCG is the Clarify-compatible figure (GradientSHAP attributions; `audit.compare.CLARIFY_METHOD`).
+    clarify: bool = False
+
+    @property
+    def comparable(self) -> bool:
+        return self.method_version == self.previous_method_version
+
+
+@dataclass(frozen=True)
+class ClarifyCheck:
+    """SageMaker Clarify's attribution-drift rule on this drop, shown beside this tool's verdict: the
+    nDCG of the GradientSHAP ranking against last week's (`audit.compare.ndcg`), alert below 0.90."""
+
+    ndcg: float | None
+    threshold: float
+
+    @property
+    def alert(self) -> bool | None:
+        return None if self.ndcg is None else self.ndcg < self.threshold
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,9 @@ class MoverRow:
     band: str | None = None
     #: The change is beyond the band for this method.
     beyond_noise: bool = False
+    #: "+" or "−": the sign of the method's direction this week (saliency's signed mean gradient),
+    #: None for methods without one.
+    sign: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,8 @@ class FeatureRow:
     rank: int
     value: float
     previous_rank: int | None
+    #: As `MoverRow.sign`.
+    sign: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +166,10 @@ class MethodSection:
     #: Rank changes of the top features (previous rank -> this rank), None without a previous result.
     slope: Chart | None = None
     n_slope_beyond: int = 0
+    #: Why last week's figures are not drawn although the method ran then (another method version).
+    previous_note: str | None = None
+    #: The method stores a direction beside its magnitudes (rows carry `sign`).
+    has_direction: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,6 +232,16 @@ class IntegratedGradientsCheck:
     max_relative_delta: float | None
     steps: int | None
     steps_requested: int | None
+
+
+@dataclass(frozen=True)
+class AdditivityCheck:
+    """GradientSHAP's additivity gap: attributions should sum to F(x) - mean F(baselines)."""
+
+    median_relative_gap: float | None
+    max_relative_gap: float | None
+    n_draws: int | None
+    background_size: int | None
 
 
 @dataclass(frozen=True)
@@ -305,6 +347,10 @@ class ReportContext:
     frozen_label: str | None = None
     evaluation: ModelEvaluation | None = None
     ig_check: IntegratedGradientsCheck | None = None
+    #: GradientSHAP's additivity gap (model facts), if it ran.
+    shap_check: AdditivityCheck | None = None
+    #: SageMaker Clarify's rule (nDCG of GradientSHAP < 0.90) beside the verdict, when compared.
+    clarify: ClarifyCheck | None = None
     #: File names of the drop's reseeded copies of the model.
     copies: tuple[str, ...] = ()
     #: Where a drop staged from an object store or MLflow came from (None: a local folder).

@@ -8,13 +8,16 @@ registered Jinja filters of `reports.render` format them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from audit.types import (
+    CLARIFY_METHOD,
+    CLARIFY_NDCG_THRESHOLD,
     AuditSummary,
     DriftAssessment,
     FeatureAssessment,
@@ -29,8 +32,10 @@ from audit.types import (
     MethodStatus,
 )
 from reports.context_types import (
+    AdditivityCheck,
     AgreementRow,
     Chart,
+    ClarifyCheck,
     ComparisonLine,
     FeatureRow,
     FrozenRow,
@@ -68,6 +73,8 @@ HISTORY_WEEKS = 12
 FROZEN_ROWS = 8
 #: Method whose parameters carry the completeness check shown in the model facts.
 IG_METHOD = "integrated_gradients"
+#: Method whose parameters carry the additivity check shown in the model facts.
+SHAP_METHOD = "gradient_shap"
 
 
 def method_sections(
@@ -132,6 +139,43 @@ def method_timings(summary: AuditSummary) -> tuple[Timing, ...]:
 def integrated_gradients_check(summary: AuditSummary) -> IntegratedGradientsCheck | None:
     """The completeness figures integrated gradients stores in its parameters, if it ran."""
     return _ig_check(summary.importance(IG_METHOD))
+
+
+def gradient_shap_check(summary: AuditSummary) -> AdditivityCheck | None:
+    """The additivity gap GradientSHAP stores in its parameters, if it ran."""
+    importance = summary.importance(SHAP_METHOD)
+    if importance is None:
+        return None
+    number = _parameter_reader(importance)
+    check = AdditivityCheck(
+        median_relative_gap=number("additivity_median_rel_gap"),
+        max_relative_gap=number("additivity_max_rel_gap"),
+        n_draws=_whole(number("n_draws")),
+        background_size=_whole(number("background_size")),
+    )
+    return None if check.median_relative_gap is None else check
+
+
+def clarify_check(comparisons: Sequence[MethodComparison]) -> ClarifyCheck | None:
+    """SageMaker Clarify's rule on this drop: the nDCG of GradientSHAP, when it was compared."""
+    for comparison in comparisons:
+        if comparison.method == CLARIFY_METHOD and comparison.comparable:
+            return ClarifyCheck(ndcg=comparison.ndcg, threshold=CLARIFY_NDCG_THRESHOLD)
+    return None
+
+
+def _parameter_reader(importance: Importance) -> Callable[[str], float | None]:
+    parameters = importance.parameters
+
+    def number(key: str) -> float | None:
+        value = parameters.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return number
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def rank_changes(
@@ -201,6 +245,9 @@ def _comparison_line(comparison: MethodComparison) -> ComparisonLine:
         kendall=comparison.kendall,
         ndcg=comparison.ndcg,
         profile_distance=comparison.profile_distance,
+        method_version=comparison.method_version,
+        previous_method_version=comparison.previous_method_version,
+        clarify=comparison.method == CLARIFY_METHOD,
     )
 
 
@@ -264,6 +311,13 @@ def _method_section(
     previous_importance = None if previous is None else previous.importance(importance.method)
     if previous_importance is not None and not previous_importance.has_values:
         previous_importance = None
+    previous_note = None
+    if previous_importance is not None and previous_importance.method_version != importance.method_version:
+        previous_note = _version_note(importance, previous_importance)
+        previous_importance = None
+    if comparison is not None and not comparison.comparable:
+        comparison = None
+    signs = _signs(importance)
     previous_week = None if previous is None or previous_importance is None else previous.week
     ranks = importance.ranks
     order = sorted(range(len(importance.feature_names)), key=lambda i: int(ranks[i]))
@@ -294,7 +348,10 @@ def _method_section(
         movers=()
         if comparison is None
         else tuple(
-            _mover_row(c, None if assessment is None else assessment.drift(importance.method, c.feature))
+            dataclasses.replace(
+                _mover_row(c, None if assessment is None else assessment.drift(importance.method, c.feature)),
+                sign=signs.get(c.feature),
+            )
             for c in comparison.biggest_movers[:movers]
         ),
         rest=tuple(
@@ -303,6 +360,7 @@ def _method_section(
                 rank=int(ranks[i]),
                 value=float(importance.values[i]),
                 previous_rank=previous_ranks.get(importance.feature_names[i]),
+                sign=signs.get(importance.feature_names[i]),
             )
             for i in order[n_charted:]
         ),
@@ -312,7 +370,28 @@ def _method_section(
         removed=tuple(name for name in previous_ranks if name not in current_names),
         slope=slope,
         n_slope_beyond=n_beyond,
+        previous_note=previous_note,
+        has_direction=bool(signs),
     )
+
+
+def _version_note(importance: Importance, previous: Importance) -> str:
+    return (
+        f"last week's {importance.method} figures are of method version {previous.method_version} "
+        f"and this week's of version {importance.method_version} (its definition changed): they are "
+        "not comparable, and only this week is drawn"
+    )
+
+
+def _signs(importance: Importance) -> dict[str, str]:
+    """ "+" or "−" per feature from the method's direction (saliency's signed mean gradient)."""
+    if importance.direction is None:
+        return {}
+    return {
+        name: ("+" if value > 0 else "−" if value < 0 else "0")
+        for name, value in zip(importance.feature_names, importance.direction, strict=True)
+        if math.isfinite(value)
+    }
 
 
 def _slope_chart(
@@ -341,7 +420,9 @@ def profile_sections(
             continue
         before = None if previous is None else previous.importance(importance.method)
         previous_profile, note = None, None
-        if before is not None and before.profile is not None:
+        if before is not None and before.method_version != importance.method_version:
+            note = _version_note(importance, before)
+        elif before is not None and before.profile is not None:
             if before.profile.shape[0] == importance.profile.shape[0]:
                 previous_profile = before
             else:
@@ -480,6 +561,8 @@ def frozen_sections(
         )
         if now is None or before is None or frozen is None or not now.has_values:
             continue
+        if len({now.method_version, before.method_version, frozen.method_version}) > 1:
+            continue  # figures of two definitions of the method are never set side by side
         causes = {}
         if assessment is not None:
             causes = {

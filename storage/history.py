@@ -51,6 +51,8 @@ class HistoryRow:
     value: float
     std: float | None
     rank: int
+    #: Version of the method's definition the value was computed with (`Importance.method_version`).
+    method_version: int
     #: This method's call on the feature against the previous drop (`stable`, `changed`, `new`,
     #: `removed`), None for a drop that was not compared (the first one).
     verdict: str | None
@@ -58,7 +60,7 @@ class HistoryRow:
 
 def history_query(
     where: HistoryFilter,
-) -> Select[dt.date, str, str, str, float, float | None, int, str]:
+) -> Select[dt.date, str, str, str, float, float | None, int, int, str]:
     """The SELECT behind `load_history`: the figures of the `where.weeks` latest audited weeks (of
     `where.model` when given), ordered by model, feature, method and week."""
     succeeded = AuditRun.status == RunStatus.SUCCEEDED.value
@@ -79,6 +81,7 @@ def history_query(
             ImportanceRow.value,
             ImportanceRow.std,
             ImportanceRow.rank,
+            ImportanceRow.method_version,
             FeatureDriftRow.verdict,
         )
         .select_from(ImportanceRow)
@@ -176,7 +179,8 @@ def report_history(
     `model_name` up to and including `week`, oldest first. Only current figures count (succeeded
     runs: failed runs have none, a re-audit's superseded run is skipped); a feature without a
     figure in a week (added later, or not scored) is NaN there. Methods come in the order the
-    audit stored them. Empty when `week` has no current audit.
+    audit stored them. Empty when `week` has no current audit. Only figures of this week's version
+    of each method are drawn (`Importance.method_version`): another version's are NaN.
 
     Two queries: the drops' current runs, then the figures of those runs joined to this week's
     top rows (``importances (run_id, method, rank)`` finds them; the unique
@@ -202,7 +206,13 @@ def report_history(
     chosen = sorted(runs)  # oldest week first
     week_of_run = {run.id: index for index, run in enumerate(chosen)}
     top = (
-        select(ImportanceRow.id, ImportanceRow.method, ImportanceRow.feature, ImportanceRow.rank)
+        select(
+            ImportanceRow.id,
+            ImportanceRow.method,
+            ImportanceRow.feature,
+            ImportanceRow.rank,
+            ImportanceRow.method_version,
+        )
         .where(ImportanceRow.run_id == runs[0].id, ImportanceRow.rank <= top_k)
         .subquery()
     )
@@ -210,7 +220,12 @@ def report_history(
         select(top.c.method, top.c.feature, top.c.rank, ImportanceRow.run_id, ImportanceRow.value)
         .select_from(top)
         .join(
-            ImportanceRow, and_(ImportanceRow.method == top.c.method, ImportanceRow.feature == top.c.feature)
+            ImportanceRow,
+            and_(
+                ImportanceRow.method == top.c.method,
+                ImportanceRow.feature == top.c.feature,
+                ImportanceRow.method_version == top.c.method_version,
+            ),
         )
         .where(ImportanceRow.run_id.in_(list(week_of_run)))
         .order_by(top.c.id)

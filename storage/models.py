@@ -3,7 +3,7 @@
 Every change here needs an Alembic revision in ``storage/migrations/versions`` (a test checks that
 the migrations and these classes agree). Views (``importance_history``, ``importance_changes``,
 ``audit_verdicts``, ``top_features``, ``input_drift``, ``performance_drift``,
-``feature_sensitivity``) are created by the migrations, which own their SQL.
+``feature_sensitivity``, ``clarify_ndcg``) are created by the migrations, which own their SQL.
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ class MethodResult(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     #: Values carry a sign (e.g. mean gradient); ranks order them by magnitude.
     signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Version of the method's definition (`Importance.method_version`; revision 0012).
+    method_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ImportanceRow(Base):
@@ -188,6 +190,11 @@ class ImportanceRow(Base):
     value: Mapped[float] = mapped_column(Float)
     std: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+    #: Version of the method's definition the value was computed with (revision 0012): values of
+    #: two versions are never compared.
+    method_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Signed direction beside a magnitude value (saliency: the mean gradient), else NULL.
+    direction: Mapped[float | None] = mapped_column(Float)
 
 
 class ProfileRow(Base):
@@ -225,6 +232,10 @@ class ComparisonRow(Base):
     ndcg: Mapped[float | None] = mapped_column(Float)
     #: Mean earth mover's distance (steps) between the two drops' normalised time profiles.
     profile_distance: Mapped[float | None] = mapped_column(Float)
+    #: The method's version in this run and in the previous one (revision 0012); when they differ
+    #: the figures are not comparable and every statistic above is NULL.
+    method_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    previous_method_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class FeatureDriftRow(Base):
@@ -365,6 +376,9 @@ class ModelImportanceRow(Base):
     value: Mapped[float] = mapped_column(Float)
     std: Mapped[float | None] = mapped_column(Float)
     signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: As in `ImportanceRow` (revision 0012).
+    method_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    direction: Mapped[float | None] = mapped_column(Float)
 
 
 class ModelProfileRow(Base):

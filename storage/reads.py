@@ -281,6 +281,8 @@ def _outcome(
             profile,
             parameters=result.parameters,
             signed=result.signed,
+            method_version=result.method_version,
+            direction=_directions(rows),
         )
     return MethodOutcome(
         method=result.method,
@@ -316,6 +318,8 @@ def _importance(
     *,
     parameters: dict[str, Any],
     signed: bool,
+    method_version: int = 1,
+    direction: np.ndarray | None = None,
 ) -> Importance:
     """An `Importance` from stored (feature, value, std) rows in position order and profile cells."""
     names = tuple(feature for feature, _, _ in rows)
@@ -331,7 +335,16 @@ def _importance(
         parameters=parameters,
         signed=signed,
         profile_features=None if rows else labels,
+        method_version=method_version,
+        direction=direction,
     )
+
+
+def _directions(rows: Sequence[ImportanceRow] | Sequence[ModelImportanceRow]) -> np.ndarray | None:
+    """The stored directions of a method's rows (in their order), None when the method has none."""
+    if not rows or all(row.direction is None for row in rows):
+        return None
+    return np.array([np.nan if row.direction is None else row.direction for row in rows], dtype=np.float64)
 
 
 def _extra_models(session: Session, run_id: int) -> list[tuple[ModelKind, ModelImportances]]:
@@ -362,6 +375,8 @@ def _extra_models(session: Session, run_id: int) -> list[tuple[ModelKind, ModelI
                     profiles.get(method),
                     parameters={},
                     signed=any(row.signed for row in rows),
+                    method_version=max((row.method_version for row in rows), default=1),
+                    direction=_directions(rows),
                 )
             )
         kind, label = key

@@ -287,6 +287,26 @@ def record_success(
     run.finished_at = utc_now()
 
 
+def replace_method_figures(session: Session, run_id: int, outcomes: Sequence[MethodOutcome]) -> None:
+    """Replace the primary model's figures of the `outcomes`' methods in the succeeded run `run_id`
+    (a method's re-scoring at a change of its definition: `Importance.method_version`).
+
+    The method's `method_results` row, `importances` and `profiles` rows are replaced; the run's
+    other methods, its other models' figures and its comparisons are left as they are (a reseeded
+    copy still of the old version is left out of the drop's mean: `audit.drift.drop_models`).
+    """
+    run = session.get_one(AuditRun, run_id)
+    if run.status != RunStatus.SUCCEEDED.value:
+        raise ValueError(f"run {run_id} is {run.status}: only a succeeded run's figures are re-scored")
+    methods = [outcome.method for outcome in outcomes]
+    for table in (ImportanceRow, ProfileRow, MethodResult):
+        session.execute(delete(table).where(table.run_id == run_id, table.method.in_(methods)))
+    session.add_all([_method_row(run_id, outcome) for outcome in outcomes])
+    importances = [outcome.importance for outcome in outcomes if outcome.importance is not None]
+    _insert(session, ImportanceRow, [row for i in importances for row in _importance_rows(run_id, i)])
+    _insert(session, ProfileRow, [row for i in importances for row in _profile_rows(run_id, i)])
+
+
 def _feature_names(outcomes: Sequence[MethodOutcome]) -> tuple[str, ...]:
     """The feature names of the first outcome with per-feature figures (all share the model's)."""
     for outcome in outcomes:
@@ -416,6 +436,7 @@ def _method_row(run_id: int, outcome: MethodOutcome) -> MethodResult:
         parameters=parameters,
         seconds=outcome.seconds,
         signed=outcome.importance is not None and outcome.importance.signed,
+        method_version=1 if outcome.importance is None else outcome.importance.method_version,
     )
 
 
@@ -430,9 +451,15 @@ def _importance_rows(run_id: int, importance: Importance) -> list[dict[str, Any]
             "value": float(importance.values[position]),
             "std": None if importance.std is None else float(importance.std[position]),
             "rank": int(ranks[position]),
+            "method_version": importance.method_version,
+            "direction": _direction(importance, position),
         }
         for position, name in enumerate(importance.feature_names)
     ]
+
+
+def _direction(importance: Importance, position: int) -> float | None:
+    return None if importance.direction is None else _finite(float(importance.direction[position]))
 
 
 def _profile_rows(run_id: int, importance: Importance) -> list[dict[str, Any]]:
@@ -463,6 +490,8 @@ def _model_importance_rows(run_id: int, kind: ModelKind, model: ModelImportances
             "value": float(importance.values[position]),
             "std": None if importance.std is None else float(importance.std[position]),
             "signed": importance.signed,
+            "method_version": importance.method_version,
+            "direction": _direction(importance, position),
         }
         for importance in model.importances
         for position, name in enumerate(importance.feature_names)
@@ -512,6 +541,8 @@ def _comparison_row(run_id: int, previous_run_id: int, comparison: MethodCompari
         "kendall": _finite(comparison.kendall),
         "ndcg": _finite(comparison.ndcg),
         "profile_distance": _finite(comparison.profile_distance),
+        "method_version": comparison.method_version,
+        "previous_method_version": comparison.previous_method_version,
     }
 
 

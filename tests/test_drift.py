@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Mapping
@@ -372,3 +373,35 @@ def test_drift_thresholds_come_from_audit_toml(tmp_path: Path) -> None:
     path.write_text("[drift]\nthreshold = -1\n")
     with pytest.raises(AuditError, match=r"drift\.threshold must be a positive number"):
         read_drop_config(path)
+
+
+def test_gradient_shap_and_the_magnitude_saliency_do_not_vote_by_default() -> None:
+    """Issue 18: they would add votes correlated with the other gradient methods'; they are judged
+    (their changes shown) but decide the verdict only when `verdict_methods` names them."""
+    values = {m: BASE for m in (*METHODS, "gradient_shap", "saliency")}
+    current, previous = _audit(1, values), _audit(0, values)
+    assessment = assess_drift(current, previous)
+    assert assessment.verdict_methods == METHODS
+    assert {d.method for d in assessment.drifts} >= {"gradient_shap", "saliency"}
+    chosen = DriftConfig(verdict_methods=("gradient_shap", "permutation"))
+    assert assess_drift(current, previous, config=chosen).verdict_methods == ("permutation", "gradient_shap")
+
+
+def test_figures_of_another_method_version_are_neither_judged_nor_learned_from() -> None:
+    def audit(week: int, values: np.ndarray, version: int) -> AuditSummary:
+        summary = _audit(week, {"permutation": values})
+        importance = _importance("saliency", values, method_version=version)
+        return dataclasses.replace(
+            summary, outcomes=(*summary.outcomes, MethodOutcome("saliency", MethodStatus.OK, importance))
+        )
+
+    rng = np.random.default_rng(3)
+    old = [audit(week, BASE * np.exp(rng.normal(0, 1.0, BASE.shape)), 1) for week in range(5)]
+    collapsed = BASE.copy()
+    collapsed[0] = 0.0
+    cut_over = assess_drift(audit(5, collapsed, 2), old[-1], old[:-1])
+    assert not any(d.method == "saliency" for d in cut_over.drifts)  # version 2 against 1: not judged
+    after = assess_drift(audit(6, BASE, 2), audit(5, BASE, 2), old)
+    saliency = [d for d in after.drifts if d.method == "saliency" and d.band is not None]
+    # the wild version-1 history is not this version's noise: no history band
+    assert saliency and all(d.band.source is not BandSource.HISTORY for d in saliency)  # type: ignore[union-attr]

@@ -37,7 +37,17 @@ def test_json_holds_the_history_with_drift_calls(filled: str, capsys: pytest.Cap
     assert status == 0
     rows = json.loads(out)
     assert [row["week"] for row in rows] == [str(week) for week in WEEKS]
-    assert set(rows[0]) == {"week", "model", "method", "feature", "value", "std", "rank", "verdict"}
+    assert set(rows[0]) == {
+        "week",
+        "model",
+        "method",
+        "feature",
+        "value",
+        "std",
+        "rank",
+        "method_version",
+        "verdict",
+    }
     assert rows[0]["verdict"] is None  # the first drop was not compared
     assert rows[-1]["verdict"] == "changed" and rows[-1]["rank"] == 1
     assert rows[-1]["value"] > 5 * rows[-2]["value"] and rows[0]["std"] == pytest.approx(0.01)
@@ -57,11 +67,21 @@ def test_table_is_aligned(filled: str, capsys: pytest.CaptureFixture[str]) -> No
     status, out, _ = _run(capsys, "--db", filled, "--feature", "pm2.5")
     assert status == 0
     header, rule, *lines = out.splitlines()
-    assert header.split() == ["week", "model", "method", "feature", "value", "std", "rank", "verdict"]
+    assert header.split() == [
+        "week",
+        "model",
+        "method",
+        "feature",
+        "value",
+        "std",
+        "rank",
+        "method_version",
+        "verdict",
+    ]
     starts = [
         index for index, char in enumerate(rule) if char == "-" and (index == 0 or rule[index - 1] == " ")
     ]
-    assert len(starts) == 8 and len(lines) == len(WEEKS) * 5
+    assert len(starts) == 9 and len(lines) == len(WEEKS) * 5
     for line in lines:  # every column starts (text) or ends (numbers) where the rule says
         assert line[starts[0] : starts[0] + 10].count("-") == 2  # an ISO date
         assert line[starts[3] - 2 : starts[3]] == "  " and line[starts[3] :].startswith("pm2.5")

@@ -21,6 +21,7 @@ import pytest
 from audit.loading import load_drop
 from audit.methods import option_schemas, registered_methods
 from audit.methods.grad_cam import compute_grad_cam
+from audit.methods.gradient_shap import compute_gradient_shap
 from audit.methods.integrated_gradients import compute_integrated_gradients
 from audit.methods.permutation import PermutationOptions, compute_permutation
 from audit.methods.perturbation import compute_perturbation
@@ -45,8 +46,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 WEEK = dt.date(2014, 11, 3)
 NAMES = ("f0", "f1", "f2")
 ALL_METHODS = (
-    "garson, grad_cam, gradient_x_input, integrated_gradients, olden, permutation, perturbation, "
-    "saliency, sensitivity_sweep, weight_sum"
+    "garson, grad_cam, gradient_shap, gradient_x_input, integrated_gradients, olden, permutation, "
+    "perturbation, saliency, sensitivity_sweep, weight_sum"
 )
 
 
@@ -73,6 +74,9 @@ def test_readme_table_lists_every_option_with_its_default() -> None:
     }
     assert rows == {
         ("grad_cam", "layer"): "the last Conv1D",
+        ("gradient_shap", "background_size"): "`100`",
+        ("gradient_shap", "n_draws"): "`32`",
+        ("gradient_shap", "seed"): "the run's `random_state`",
         ("integrated_gradients", "baseline"): '`"zeros"`',
         ("integrated_gradients", "rule"): '`"gauss_legendre"`',
         ("integrated_gradients", "steps"): "`32`",
@@ -96,6 +100,7 @@ COMPUTE: dict[str, tuple[Callable[..., object], dict[str, str]]] = {
     "perturbation": (compute_perturbation, {}),
     "integrated_gradients": (compute_integrated_gradients, {}),
     "grad_cam": (compute_grad_cam, {"layer": "layer_name"}),
+    "gradient_shap": (compute_gradient_shap, {"seed": "random_state"}),
     "sensitivity_sweep": (compute_sensitivity_sweep, {}),
 }
 

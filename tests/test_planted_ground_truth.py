@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from audit.methods.gradient_shap import compute_gradient_shap
 from audit.methods.integrated_gradients import compute_integrated_gradients
 from audit.methods.permutation import compute_permutation
 from audit.methods.perturbation import compute_perturbation
@@ -73,3 +74,10 @@ def test_integrated_gradients(trained: tuple[keras.Model, np.ndarray, np.ndarray
 def test_saliency(trained: tuple[keras.Model, np.ndarray, np.ndarray]) -> None:
     model, X, _ = trained
     _assert_planted(compute_saliency(model, X, feature_names=NAMES, target=TARGET))
+
+
+def test_gradient_shap(trained: tuple[keras.Model, np.ndarray, np.ndarray]) -> None:
+    model, X, _ = trained
+    result = compute_gradient_shap(model, X, feature_names=NAMES, target=TARGET, random_state=0)
+    _assert_planted(result)
+    assert result.profile is not None and result.profile.shape == (STEPS, 3)

@@ -476,3 +476,38 @@ def test_no_change_is_an_ok_banner_without_a_table() -> None:
     assert 'class="verdict verdict-ok"' in document
     assert "OK: no feature moved beyond its noise band in 2 methods" in text
     assert "What changed" not in text
+
+
+def test_clarify_compatible_ndcg_beside_the_verdict_and_saliency_directions_as_signs() -> None:
+    """Issue 18: gradient_shap's nDCG is labelled Clarify-compatible, with Clarify's own call (alert
+    below 0.90) beside this tool's verdict; saliency's magnitudes carry their direction's sign."""
+    names = feature_names(12)
+    current = [make_importance(m, names, seed=i) for i, m in enumerate(("permutation", "gradient_shap"))]
+    previous = [
+        make_importance(m, names, seed=50 + i) for i, m in enumerate(("permutation", "gradient_shap"))
+    ]
+    directions = np.where(np.arange(12) % 2 == 0, 1.0, -1.0) * current[0].values
+    saliency = dataclasses.replace(make_importance("saliency", names, seed=9), direction=directions)
+    now = make_summary(WEEK, [*current, saliency])
+    before = make_summary(PREVIOUS_WEEK, [*previous, make_importance("saliency", names, seed=59)], run_id=6)
+    comparisons = compare_audits(now, before)
+    report_input = ReportInput(now, before, comparisons, assessment=assess_drift(now, before))
+    ndcg = next(c.ndcg for c in comparisons if c.method == "gradient_shap")
+    assert ndcg is not None
+    text = visible_text(render_report(report_input))
+    rule = "alert" if ndcg < 0.90 else "ok"
+    assert (
+        f"Clarify-compatible nDCG (GradientSHAP ranking against last week's, SageMaker Clarify's formula): "
+        f"{format_correlation(ndcg)}: Clarify's rule would say {rule} (it alerts below 0.90)"
+    ) in text
+    assert f"nDCG (Clarify-compatible) {format_correlation(ndcg)}" in text
+    assert (
+        "permutation: Spearman" in text
+        and "nDCG (Clarify-compatible)" not in text.split("permutation:")[1][:80]
+    )
+    context = build_context(report_input, top_n=4)
+    section = next(s for s in context.sections if s.method == "saliency")
+    signs = {row.feature: row.sign for row in (*section.movers, *section.rest)}
+    assert section.has_direction and signs
+    assert all(signs[name] == ("+" if i % 2 == 0 else "−") for i, name in enumerate(names) if name in signs)
+    assert context.clarify is not None and context.clarify.alert == (ndcg < 0.90)
