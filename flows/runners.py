@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any, TypeAlias, cast
 
@@ -88,7 +89,9 @@ def shared_api(kind: str, dask_address: str | None = None) -> Iterator[str | Non
         return
     from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()
+    # A port of its own: SubprocessASGIServer() without one is Prefect's process-wide default server,
+    # which may already serve (and, stopped here, would be taken from) whoever else uses it.
+    server = SubprocessASGIServer(port=_free_port())
     server.start()
     saved = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
@@ -101,3 +104,11 @@ def shared_api(kind: str, dask_address: str | None = None) -> Iterator[str | Non
         else:
             os.environ["PREFECT_API_URL"] = saved
         server.stop()
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

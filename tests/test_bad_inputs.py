@@ -416,8 +416,8 @@ BAD_METHOD_OPTIONS = [
     pytest.param(
         "[methods.permutaton]\nn_repeats = 10\n",
         "unknown method table [methods.permutaton] (did you mean [methods.permutation]?); known methods: "
-        "garson, grad_cam, gradient_x_input, integrated_gradients, olden, permutation, perturbation, "
-        "saliency, sensitivity_sweep, weight_sum",
+        "garson, grad_cam, gradient_shap, gradient_x_input, integrated_gradients, olden, permutation, "
+        "perturbation, saliency, sensitivity_sweep, weight_sum",
         id="unknown-method",
     ),
     pytest.param(

@@ -86,6 +86,7 @@ def test_local_dask_workers_get_the_flows_temporary_server(monkeypatch: pytest.M
 
     from distributed import Client, LocalCluster
     from prefect.context import serialize_context
+    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_EPHEMERAL_ENABLED,
@@ -95,6 +96,8 @@ def test_local_dask_workers_get_the_flows_temporary_server(monkeypatch: pytest.M
 
     from flows.runners import shared_api
 
+    # Prefect's process-wide default server (the test harness's, when an earlier test started it)
+    default = SubprocessASGIServer._instances.get(None)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
     ephemeral = {
@@ -118,3 +121,6 @@ def test_local_dask_workers_get_the_flows_temporary_server(monkeypatch: pytest.M
                 seen = client.run(lambda: os.environ.get("PREFECT_API_URL"))
             assert list(seen.values()) == [url]
         assert "PREFECT_API_URL" not in os.environ and not PREFECT_API_URL.value()
+    # the run's server was its own: stopping it left the default one running (it once stopped the
+    # harness's, and every later flow test of this worker was refused)
+    assert default is None or (default.server_process is not None and default.server_process.poll() is None)
