@@ -112,7 +112,7 @@ def load_history(session: Session, where: HistoryFilter) -> list[HistoryRow]:
     """The rows of `history_query`; an `AuditError` saying what to change when there are none."""
     if not inspect(session.connection()).has_table("importances"):
         raise AuditError("the database holds no drift-audit schema; audit a registry first (drift-audit run)")
-    rows = [HistoryRow(*row._tuple()) for row in session.execute(history_query(where))]
+    rows = [HistoryRow(*row) for row in session.execute(history_query(where))]
     if not rows:
         raise AuditError(_why_empty(session, where))
     return rows
