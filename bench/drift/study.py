@@ -386,29 +386,6 @@ def cell_effects(group: PowerGroup, methods: Sequence[str]) -> dict[tuple[str, s
     return effects
 
 
-# --------------------------------------------------------------------------- rates
-
-
-@dataclass(frozen=True)
-class Rate:
-    hits: int
-    total: int
-
-    @property
-    def value(self) -> float | None:
-        return None if self.total == 0 else self.hits / self.total
-
-    def text(self) -> str:
-        if self.total == 0:
-            return "—"
-        return f"{self.hits}/{self.total} ({100 * self.hits / self.total:.0f}%)"
-
-
-def rate(records: Iterable[Mapping[str, Any]], key: str) -> Rate:
-    chosen = list(records)
-    return Rate(sum(bool(r[key]) for r in chosen), len(chosen))
-
-
 def spread(values: Sequence[float]) -> str:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
