@@ -24,8 +24,9 @@ demo: $(STAMP)
 	$(VENV)/bin/drift-audit demo
 
 # The suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in this one). Each test file goes whole
-# to one worker, so its module fixtures (trained models, audited databases) are built once, and
-# files with a `slow` test are handed out first (tests/conftest.py) so the short ones fill the end.
+# to one worker (files sharing a costly server go together: tests/conftest.py),
+# so module fixtures (trained models, audited databases) and servers are built once, and files
+# with a `slow` test are handed out first so the short ones fill the end.
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

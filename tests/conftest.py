@@ -32,7 +32,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.databases import BACKENDS, fresh_database  # noqa: E402
-from tests.servers import PrefectServer, prefect_cli_server  # noqa: E402
+from tests.servers import PrefectServer, prefect_cli_server, running_prefect_harness  # noqa: E402
 
 
 @pytest.fixture(params=BACKENDS)
@@ -49,17 +49,13 @@ SERVER_STARTUP_TIMEOUT = 300
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[str]:
-    """Prefect's test server (its own temporary SQLite database) for every flow run of the test run;
-    started by the first test that asks for it; with pytest-xdist one per worker. Yields its API
-    URL, for a subprocess that must reach it (set PREFECT_API_URL in its environment).
+    """The Prefect test server for every flow run of the test run (`running_prefect_harness`),
+    started by the first test that asks for it; with pytest-xdist one per worker.
 
     The server holds the runs, artifacts, logs and blocks of every earlier test: a test that reads
     them back filters by its own flow run ids or names, never counts on an empty server."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=SERVER_STARTUP_TIMEOUT):
-        yield str(PREFECT_API_URL.value())
+    with running_prefect_harness(startup_timeout=SERVER_STARTUP_TIMEOUT) as api_url:
+        yield api_url
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +89,41 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Test files with a `slow` test first, each file's tests kept together and in order.
+#: Test files that share a server costly to start go to one worker together: one MLflow server (20 s
+#: to over a minute to migrate its database) and one S3 server instead of one per worker.
+SHARED_SERVER_GROUPS: dict[str, str] = {
+    "test_sources_mlflow.py": "object-stores",
+    "test_readme_sources.py": "object-stores",
+    "test_sources_s3.py": "object-stores",
+}
 
-    `make test` hands whole files to two worker processes in this order: the long files start at
-    once and the short ones fill in at the end, instead of one worker finishing alone on the
-    drift benchmark while the other idles.
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The server-sharing files first, then test files with a `slow` test, then the rest; each
+    file's tests kept together and in order.
+
+    `make test` hands whole files (`--dist loadfile`; a `SHARED_SERVER_GROUPS` group as one unit,
+    `pytest_xdist_make_scheduler`) to two worker processes in this order: the long ones start at
+    once and the short ones fill in at the end, instead of one worker finishing alone on the drift
+    benchmark while the other idles.
     """
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within a file holds
+    # stable: the order within a file holds
+    items.sort(key=lambda item: (item.path.name not in SHARED_SERVER_GROUPS, item.path not in slow_files))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile` with the files of a `SHARED_SERVER_GROUPS` group as one work unit.
+
+    (pytest-xdist's own `--dist loadgroup` cannot do it here: it renames node ids through an
+    attribute pytest 9.2 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedServerScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_SERVER_GROUPS.get(Path(path).name, path)
+
+    return SharedServerScheduling(config, log)

@@ -155,3 +155,37 @@ def prefect_cli_server(folder: Path, *, timeout: float) -> Iterator[PrefectServe
         logs = folder / "logs"
         logs.mkdir(exist_ok=True)
         yield PrefectServer(server.url, {**env, "PREFECT_API_URL": server.url}, logs)
+
+
+#: The Prefect server's setting that turns its task-run recorder on or off.
+TASK_RUN_RECORDER = "server.services.task_run_recorder.enabled"
+#: Seconds to wait for Prefect's events worker to send what it holds when a harness starts or stops.
+EVENTS_DRAIN_SECONDS = 30
+
+
+@contextlib.contextmanager
+def running_prefect_harness(*, startup_timeout: int, record_task_runs: bool = False) -> Iterator[str]:
+    """Prefect's test server (its own temporary SQLite database) for flow runs in this process;
+    yields its API URL, for a subprocess that must reach it (set PREFECT_API_URL in its environment).
+
+    `record_task_runs`: the server's task-run recorder writes every task run and state into its
+    database. It is more than half of the server's CPU (4.4 of 7.1 s over three small audits) and
+    only tests/test_db_secrets.py reads task runs back, so the shared harness runs without it.
+    No flow-run heartbeats either (Prefect's crash detection, 180 s apart): their thread sleeps in
+    1 s steps and each flow run waits for it at its end, 0.5 s on average. Flows run by a
+    subprocess keep their heartbeats."""
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with contextlib.ExitStack() as stack:
+        # the harness hands its settings to the server subprocess through its environment
+        stack.enter_context(temporary_settings(updates={TASK_RUN_RECORDER: record_task_runs}))
+        stack.enter_context(prefect_test_harness(server_startup_timeout=startup_timeout))
+        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        # Prefect's process-wide events worker keeps the server it first sent to: stop it now and
+        # when this server stops (after sending what it holds), so that a harness started inside
+        # another one gets this run's task-run events, and the outer one gets them back after.
+        EventsWorker.drain_all(timeout=EVENTS_DRAIN_SECONDS)
+        stack.callback(EventsWorker.drain_all, timeout=EVENTS_DRAIN_SECONDS)
+        yield str(PREFECT_API_URL.value())

@@ -40,14 +40,23 @@ from flows.weekly_audit import AuditResult, weekly_audit
 from storage.session import make_engine
 from tests.databases import fresh_database
 from tests.helpers import small_registry
+from tests.servers import running_prefect_harness
 
 #: Distinctive enough that finding it anywhere means it leaked.
 PASSWORD = "Pa55-n3ver-st0red-7d1c"
 WEEKS = [dt.date(2024, 5, 6), dt.date(2024, 5, 13)]
 METHODS = "weight_sum,permutation"
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("recording_harness")]
 PREFECT_STARTUP_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def recording_harness() -> Iterator[str]:
+    """A Prefect test server of this module's own, which records task runs (the shared one does
+    not: tests/conftest.py), so that the task runs are read back too."""
+    with running_prefect_harness(startup_timeout=PREFECT_STARTUP_TIMEOUT, record_task_runs=True) as api_url:
+        yield api_url
 
 
 def with_password(url: str) -> str:
@@ -74,7 +83,8 @@ def _prefect_records(flow_run_id: UUID) -> str:
         texts.append(flow_run.model_dump_json())
         texts += [state.model_dump_json() for state in client.read_flow_run_states(flow_run_id)]
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        texts += [task_run.model_dump_json() for task_run in client.read_task_runs(flow_run_filter=runs)]
+        task_runs = client.read_task_runs(flow_run_filter=runs)
+        texts += [task_run.model_dump_json() for task_run in task_runs]
         logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
         offset, n_logs = 0, 0
         while page := client.read_logs(log_filter=logs, limit=200, offset=offset):
@@ -83,6 +93,7 @@ def _prefect_records(flow_run_id: UUID) -> str:
         artifacts = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         texts += [artifact.model_dump_json() for artifact in client.read_artifacts(artifact_filter=artifacts)]
     assert n_logs > 0, "the flow run's logs were not read back"
+    assert task_runs, "the flow run's task runs were not read back"
     return "\n".join(texts)
 
 
