@@ -32,7 +32,12 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.databases import BACKENDS, fresh_database  # noqa: E402
-from tests.servers import PrefectServer, prefect_cli_server, running_prefect_harness  # noqa: E402
+from tests.servers import (  # noqa: E402
+    SHARED_SERVER_GROUPS,
+    PrefectServer,
+    prefect_cli_server,
+    running_prefect_harness,
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -87,15 +92,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     folder = tmp_path_factory.mktemp("prefect-server")
     with prefect_cli_server(folder, timeout=SERVER_STARTUP_TIMEOUT) as server:
         yield server
-
-
-#: Test files that share a server costly to start go to one worker together: one MLflow server (20 s
-#: to over a minute to migrate its database) and one S3 server instead of one per worker.
-SHARED_SERVER_GROUPS: dict[str, str] = {
-    "test_sources_mlflow.py": "object-stores",
-    "test_readme_sources.py": "object-stores",
-    "test_sources_s3.py": "object-stores",
-}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -31,6 +31,14 @@ from pathlib import Path
 
 import httpx
 
+#: Test files that share a server costly to start go to one worker together: one MLflow server (20 s
+#: to over a minute to migrate its database) and one S3 server instead of one per worker.
+SHARED_SERVER_GROUPS: dict[str, str] = {
+    "test_sources_mlflow.py": "object-stores",
+    "test_readme_sources.py": "object-stores",
+    "test_sources_s3.py": "object-stores",
+}
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (for a server a test starts)."""
