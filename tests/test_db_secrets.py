@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -23,7 +24,7 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 from prefect.blocks.system import Secret
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -32,6 +33,8 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.client.schemas.objects import TaskRun
+from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogHandler
 
 from flows.cli import main
@@ -49,12 +52,14 @@ METHODS = "weight_sum,permutation"
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("recording_harness")]
 PREFECT_STARTUP_TIMEOUT = 300
+#: Seconds to wait for a flow run's task runs to be recorded by the Prefect server.
+TASK_RUNS_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
 def recording_harness() -> Iterator[str]:
     """A Prefect test server of this module's own, which records task runs (the shared one does
-    not: tests/conftest.py), so that the task runs are read back too."""
+    not: tests/servers.py), so that the task runs are read back too."""
     with running_prefect_harness(startup_timeout=PREFECT_STARTUP_TIMEOUT, record_task_runs=True) as api_url:
         yield api_url
 
@@ -83,7 +88,7 @@ def _prefect_records(flow_run_id: UUID) -> str:
         texts.append(flow_run.model_dump_json())
         texts += [state.model_dump_json() for state in client.read_flow_run_states(flow_run_id)]
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        task_runs = client.read_task_runs(flow_run_filter=runs)
+        task_runs = _task_runs(client, runs)
         texts += [task_run.model_dump_json() for task_run in task_runs]
         logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
         offset, n_logs = 0, 0
@@ -95,6 +100,16 @@ def _prefect_records(flow_run_id: UUID) -> str:
     assert n_logs > 0, "the flow run's logs were not read back"
     assert task_runs, "the flow run's task runs were not read back"
     return "\n".join(texts)
+
+
+def _task_runs(client: SyncPrefectClient, runs: FlowRunFilter) -> list[TaskRun]:
+    """The flow run's task runs, once the server has recorded them: their events are sent in the
+    background and recorded as they arrive, so an empty answer right after the run is retried."""
+    EventsWorker.drain_all(timeout=TASK_RUNS_SECONDS)  # send the events it still holds
+    deadline = time.monotonic() + TASK_RUNS_SECONDS
+    while not (task_runs := client.read_task_runs(flow_run_filter=runs)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return task_runs
 
 
 def _flow_run_ids(db_url: str) -> set[UUID]:
