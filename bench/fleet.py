@@ -8,7 +8,11 @@ the 10th and the last model's report is written. The methods' own computation is
 `method_results.seconds` of the run.
 
     .venv/bin/python bench/fleet.py [--models 50] [--methods all|weight_sum,permutation] \\
-        [--task-runner default|dask] [--out DIR]
+        [--task-runner default|dask] [--dask-workers 2] [--tf-threads N] [--out DIR]
+
+`--dask-workers` sizes the local Dask cluster (the product's is `flows.runners.LOCAL_CLUSTER`, 2);
+`--tf-threads` limits TensorFlow to N intra-op and N inter-op threads in this process and in the
+Dask workers (they inherit the environment), so that 1 and 2 workers can be compared on 2 cores.
 
 Cores busy = CPU time (this process and its children: the temporary server, Dask workers) /
 (wall time x cores). Outside share = 1 - (method seconds / cores) / wall time: of the machine's
@@ -99,8 +103,16 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--methods", default="all")
     parser.add_argument("--task-runner", default="default", choices=("default", "dask"))
+    parser.add_argument("--dask-workers", type=int, default=None)
+    parser.add_argument("--tf-threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.tf_threads is not None:  # before TensorFlow starts its thread pools (first op below)
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.tf_threads)
+    if args.dask_workers is not None:
+        from flows import runners
+
+        runners.LOCAL_CLUSTER["n_workers"] = args.dask_workers  # read when the flow builds its runner
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     fleet = build_fleet(work, args.models)
     out = args.out or work / "out"
@@ -161,6 +173,8 @@ def main() -> None:
         "drops": args.models * len(WEEKS),
         "methods": args.methods,
         "task_runner": args.task_runner,
+        "dask_workers": args.dask_workers if args.task_runner == "dask" else None,
+        "tf_threads": args.tf_threads,
         "exit_status": code,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
