@@ -7,7 +7,7 @@ size reuse one graph; all per-sample and per-step work happens inside TensorFlow
 from __future__ import annotations
 
 import functools
-import weakref
+from typing import cast
 
 import keras
 import numpy as np
@@ -22,15 +22,12 @@ from audit.forward import (
     assemble_copies,
     copies_specs,
     input_spec,
+    model_traces,
     row_chunks,
     rows_per_call,
 )
 from audit.targets import OutputTarget, check_class_index, chosen_classes, scalar_output
 from audit.types import FloatArray
-
-_GRADIENT_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[OutputTarget, TargetGradients]] = (
-    weakref.WeakKeyDictionary()
-)
 
 #: Memory budget for the model input of one gradient call (IG: its path points), in bytes.
 #: Activations kept for the backward pass are several times larger, so this stays well below the
@@ -52,12 +49,14 @@ def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int, points_per_row:
 
 
 def target_gradients(model: keras.Model, target: OutputTarget) -> TargetGradients:
-    """The traced functions of (model, target), built once and shared by IG, saliency, ... (cached weakly)."""
+    """The traced functions of (model, target), built once and shared by IG, saliency, ...
+    (kept on the model: `model_traces`)."""
     check_class_index(model, target)
-    per_target = _GRADIENT_CACHE.setdefault(model, {})
-    if target not in per_target:
-        per_target[target] = TargetGradients(model, target)
-    return per_target[target]
+    traces = model_traces(model)
+    key = ("gradients", target)
+    if key not in traces:
+        traces[key] = TargetGradients(model, target)
+    return cast(TargetGradients, traces[key])
 
 
 def explained_classes(model: keras.Model, inputs: AnyFloatArray, target: OutputTarget) -> Int32Array:

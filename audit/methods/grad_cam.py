@@ -17,15 +17,15 @@ scales each to [0, 1] for display): raw maps stay comparable from week to week.
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from audit.forward import as_float32, input_spec, row_chunks
+from audit.forward import as_float32, input_spec, model_traces, row_chunks
 from audit.gradients import DEFAULT_GRADIENT_CHUNK_BYTES, rows_per_chunk
 from audit.methods.base import MethodContext, MethodNotApplicable, register_method
 from audit.options import Text, option
@@ -121,24 +121,18 @@ def _conv_layer(model: keras.Model, layer_name: str | None) -> keras.layers.Laye
     return convolutions[-1]
 
 
-_MAPS_CACHE: weakref.WeakKeyDictionary[
-    keras.Model, dict[tuple[str, OutputTarget], Callable[[tf.Tensor], tf.Tensor]]
-] = weakref.WeakKeyDictionary()
-
-
 def _traced_maps(
     model: keras.Model, layer: keras.layers.Layer, target: OutputTarget
 ) -> Callable[[tf.Tensor], tf.Tensor]:
-    """One traced function per (model, layer, target), cached weakly: the ReLU'd, channel-weighted
+    """One traced function per (model, layer, target), kept on the model: the ReLU'd, channel-weighted
     activation map per sample, (n, t')."""
-    per_model = _MAPS_CACHE.setdefault(model, {})
-    key = (layer.name, target)
-    if key not in per_model:
+    traces = model_traces(model)
+    key = ("grad_cam", layer.name, target)
+    if key not in traces:
         probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-        per_model[key] = tf.function(
-            functools.partial(_maps, probe, target), input_signature=[input_spec(model)]
-        )
-    return per_model[key]
+        maps = functools.partial(_maps, probe, target)
+        traces[key] = tf.function(maps, input_signature=[input_spec(model)])
+    return cast(Callable[[tf.Tensor], tf.Tensor], traces[key])
 
 
 def _maps(probe: keras.Model, target: OutputTarget, x: tf.Tensor) -> tf.Tensor:
