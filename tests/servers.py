@@ -177,7 +177,8 @@ def running_prefect_harness(*, startup_timeout: int, record_task_runs: bool = Fa
     yields its API URL, for a subprocess that must reach it (set PREFECT_API_URL in its environment).
 
     `record_task_runs`: the server's task-run recorder writes every task run and state into its
-    database. It is more than half of the server's CPU (4.4 of 7.1 s over three small audits) and
+    database. It is more than half of the server's CPU (4.9 of 7.7 s over three small audits,
+    bench/prefect_server.py) and
     only tests/test_db_secrets.py reads task runs back, so the shared harness runs without it.
     No flow-run heartbeats either (Prefect's crash detection, 180 s apart): their thread sleeps in
     1 s steps and each flow run waits for it at its end, 0.5 s on average. Flows run by a
