@@ -55,9 +55,10 @@ from audit.types import (
 )
 from audit.verdict import explain
 from flows.method_tasks import DropInputs, FrozenModel, remember_model
+from flows.render_pool import render
 from flows.settings import DropScope, ReportPublishing
 from flows.sources import Catalog, SourceDrop, SourceListing, StagedDrop, source_for
-from reports.render import render_outputs, write_report
+from reports.render import write_report
 from reports.rendered import RenderedReport
 from reports.sections import HISTORY_FEATURES, HISTORY_WEEKS
 from storage import delivery_log, reads, writes
@@ -538,8 +539,9 @@ def render_task(
     """Draw the charts once, write the standalone report, and hand both documents on (the e-mail,
     which links the published report first and attaches the file as `publishing` says)."""
     publishing = publishing or ReportPublishing()
-    rendered = render_outputs(
+    rendered = render(
         report_input,
+        get_run_logger(),
         report_link=publishing.link(report_input.current.week),
         report_attached=publishing.attach,
     )

@@ -78,6 +78,7 @@ from flows.method_tasks import (
     method_task,
 )
 from flows.preflight import chosen_methods
+from flows.render_pool import rendering_in_process_pool
 from flows.runners import default_task_runner
 from flows.settings import (
     DEFAULT_OUT_DIR,
@@ -734,12 +735,16 @@ def _audit_fleet(run: FleetRun, email: EmailOptions, email_per_model: bool) -> F
 
     Models run `FLEET_MODELS_AT_ONCE` at a time on threads of the flow's process, each in a copy of
     the flow run's context (Prefect's own thread runner does the same), so their tasks belong to this
-    flow run and their method tasks share its task runner. The run fails at the end when any model
+    flow run and their method tasks share its task runner; their reports are drawn in a process of
+    their own (`flows.render_pool`). The run fails at the end when any model
     failed, naming each with its reason.
     """
     upgrade_database_task(run.db_url)  # once, before models write concurrently
     expire_leases_task(run.db_url)
-    with ThreadPoolExecutor(max_workers=FLEET_MODELS_AT_ONCE, thread_name_prefix="fleet-model") as pool:
+    with (
+        rendering_in_process_pool(),
+        ThreadPoolExecutor(max_workers=FLEET_MODELS_AT_ONCE, thread_name_prefix="fleet-model") as pool,
+    ):
         futures = [
             pool.submit(contextvars.copy_context().run, _fleet_model, run, member, email, email_per_model)
             for member in run.fleet.members
