@@ -32,16 +32,17 @@ import sqlite3
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-
-import _common  # noqa: F401  (sets TF's log level and Keras' home before TF is imported)
+from typing import Any
 
 # as `drift-audit run` sets it (flows.cli), before Prefect's settings are first read here
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import keras
-import numpy as np
+# TensorFlow (through _common, which sets its log level and Keras' home first) is imported in
+# `main`, not here: a fleet draws its reports in a spawned process, which runs this module's top
+# level again, and that process, like the one `drift-audit run` spawns, imports no TensorFlow.
 
 WEEKS = (dt.date(2024, 1, 1), dt.date(2024, 1, 8))
 
@@ -49,6 +50,9 @@ WEEKS = (dt.date(2024, 1, 1), dt.date(2024, 1, 8))
 def build_fleet(root: Path, n_models: int, n_rows: int = 2000) -> Path:
     """`root`/model-NN/<week>/ with model.keras and eval.npz, every model and sample its own (the
     method cache keys on content: copies of one template would be computed once)."""
+    import keras
+    import numpy as np
+
     rng = np.random.default_rng(0)
     fleet = root / "fleet"
     for index in range(n_models):
@@ -69,6 +73,37 @@ def build_fleet(root: Path, n_models: int, n_rows: int = 2000) -> Path:
             model.save(folder / "model.keras")
             np.savez(folder / "eval.npz", X=X, y=y.astype(np.float32))
     return fleet
+
+
+def methods_alone(fleet: Path, n_models: int, methods: str) -> float:
+    """Seconds the methods take on their own for the first `n_models` models, one method after
+    another in this process, as the flow runs them: every method on each drop's model and, on the
+    second drop, the data methods on the previous drop's model with this drop's sample (the frozen
+    set). Models are loaded afresh, so each method pays its tracing as in the flow; loading is not
+    timed."""
+    from audit.loading import load_drop, load_model
+    from audit.registry import discover_drops
+    from audit.runner import run_method, select_methods
+
+    specs = select_methods(None if methods == "all" else methods.split(","))
+    total = 0.0
+
+    def timed(loaded: Any, chosen: Any) -> float:
+        started = time.perf_counter()
+        for spec in chosen:
+            run_method(loaded, spec, random_state=0)
+        return time.perf_counter() - started
+
+    for index in range(n_models):
+        previous = None
+        for drop in discover_drops(fleet / f"model-{index:02d}").drops:
+            loaded = load_drop(drop)
+            total += timed(loaded, specs)
+            if previous is not None:
+                frozen = replace(loaded, model=load_model(previous), copies=())
+                total += timed(frozen, [spec for spec in specs if spec.needs_eval_sample])
+            previous = drop.model_paths[0]
+    return total
 
 
 def _rss_mb() -> float:
@@ -106,9 +141,12 @@ def main() -> None:
     parser.add_argument("--dask-workers", type=int, default=None)
     parser.add_argument("--tf-threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--alone-models", type=int, default=10)
     args = parser.parse_args()
     if args.tf_threads is not None:  # before TensorFlow starts its thread pools (first op below)
         os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.tf_threads)
+    import _common  # noqa: F401
+
     if args.dask_workers is not None:
         from flows import runners
 
@@ -188,6 +226,11 @@ def main() -> None:
         f"rss_after_model_{args.models}_mb": round(sampler.at.get(args.models, float("nan")), 1),
         "load_average": os.getloadavg(),
     }
+    if args.alone_models:  # after the run, in the same process: imports and fonts are warm
+        alone = methods_alone(fleet, args.alone_models, args.methods) * args.models / args.alone_models
+        result["methods_alone_s"] = round(alone, 1)
+        result["methods_alone_models"] = args.alone_models
+        result["outside_share_vs_alone"] = round(1 - alone / wall, 3)
     print(json.dumps(result, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
