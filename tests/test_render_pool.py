@@ -1,16 +1,16 @@
-"""A fleet draws its reports in a spawned process (`flows.render_pool`): the same documents as drawn
-in the flow's process, the process gone when the block ends, and a dead process not the end of the
-run (the report is drawn in the flow's process, with one warning)."""
+"""A fleet draws its reports in a child process (`flows.render_pool`): the same documents as drawn in
+the flow's process, the child gone when the block ends, an error in drawing raised in the caller,
+and a dead child not the end of the run (the report is drawn in the flow's process, one warning)."""
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
-import multiprocessing
-import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 import flows.render_pool
@@ -34,7 +34,19 @@ def drawn_here(report_input: ReportInput) -> RenderedReport:
     return render_outputs(report_input, report_link=None, report_attached=True)
 
 
-def test_the_pool_draws_the_same_documents_in_another_process(
+def drawing_processes() -> list[psutil.Process]:
+    """This process's children that run `flows.render_pool`."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if "flows.render_pool" in child.cmdline():
+                found.append(child)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return found
+
+
+def test_the_child_draws_the_same_documents(
     report_input: ReportInput, drawn_here: RenderedReport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     here = render_outputs(report_input, report_link="https://r.example/x", report_attached=False)
@@ -42,36 +54,42 @@ def test_the_pool_draws_the_same_documents_in_another_process(
     def not_here(*args: object, **kwargs: object) -> RenderedReport:
         raise AssertionError("a report was drawn in the flow's process")
 
-    monkeypatch.setattr(flows.render_pool, "render_outputs", not_here)  # the spawned process's is its own
-    before = {child.pid for child in multiprocessing.active_children()}
+    monkeypatch.setattr(flows.render_pool, "render_outputs", not_here)  # the child's is its own
     with rendering_in_process_pool():
-        in_pool = render(report_input, LOGGER, report_link="https://r.example/x", report_attached=False)
-        drawers = [child for child in multiprocessing.active_children() if child.pid not in before]
-        # the fleet's model threads start with a copy of the context: they use the pool too
+        (drawer,) = drawing_processes()
+        in_child = render(report_input, LOGGER, report_link="https://r.example/x", report_attached=False)
+        # the fleet's model threads start with a copy of the context: they draw through it too
         with ThreadPoolExecutor(1) as thread:
             context = contextvars.copy_context()
             from_thread = thread.submit(
                 context.run, render, report_input, LOGGER, report_link=None, report_attached=True
             ).result()
-        assert [child.pid for child in multiprocessing.active_children() if child.pid not in before] == [
-            child.pid for child in drawers
-        ], "the thread's report was drawn by the same process"
-    assert len(drawers) == 1 and drawers[0].pid != os.getpid()
-    assert in_pool.html == here.html and in_pool.email_html == here.email_html
-    assert [image.png for image in in_pool.images] == [image.png for image in here.images]
+        assert drawing_processes() == [drawer]
+    assert in_child.html == here.html and in_child.email_html == here.email_html
+    assert [image.png for image in in_child.images] == [image.png for image in here.images]
     assert from_thread.html == drawn_here.html and from_thread.email_html == drawn_here.email_html
-    assert not drawers[0].is_alive(), "the drawing process outlives its block"
+    assert not drawer.is_running(), "the drawing process outlives its block"
 
 
-def test_a_dead_drawing_process_falls_back_to_this_process(
+def test_an_error_in_drawing_is_raised_in_the_caller(report_input: ReportInput) -> None:
+    broken = dataclasses.replace(report_input, current=None)  # the report of nothing
+    with pytest.raises(Exception) as in_process:
+        render_outputs(broken)
+    with rendering_in_process_pool():
+        with pytest.raises(type(in_process.value)) as from_child:
+            render(broken, LOGGER, report_link=None, report_attached=True)
+        assert drawing_processes(), "the child stops at an error in one report"
+    assert str(from_child.value) == str(in_process.value)
+
+
+def test_a_dead_child_falls_back_to_this_process(
     report_input: ReportInput, drawn_here: RenderedReport, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = {child.pid for child in multiprocessing.active_children()}
     with rendering_in_process_pool(), caplog.at_level(logging.WARNING, logger=LOGGER.name):
-        render(report_input, LOGGER, report_link=None, report_attached=True)  # the process is up
-        (drawer,) = [child for child in multiprocessing.active_children() if child.pid not in before]
-        os.kill(drawer.pid, signal.SIGKILL)
-        drawer.join(timeout=30)
+        render(report_input, LOGGER, report_link=None, report_attached=True)  # the child is up
+        (drawer,) = drawing_processes()
+        drawer.send_signal(signal.SIGKILL)
+        drawer.wait(timeout=30)
         first = render(report_input, LOGGER, report_link=None, report_attached=True)
         second = render(report_input, LOGGER, report_link=None, report_attached=True)
     assert first.html == second.html == drawn_here.html
