@@ -593,7 +593,9 @@ def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     # No timestamp or software version in the file: the same figures give the same bytes.
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    figure.clear()  # break the artists' reference cycles now rather than at the next gc pass
+    # No figure.clear(): it rebuilds every axes' ticks before dropping them (a fifth of a report's
+    # drawing time); the figure's reference cycles go at the next gc pass (tests/test_report_outputs.py
+    # checks that 52 reports leave memory flat).
     return buffer.getvalue()
 
 
