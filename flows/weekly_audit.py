@@ -808,14 +808,15 @@ def _fleet_model(
     report = model_run.report
     if report.report_input is not None:
         _publish_artifacts(member.name, report.report_input, report.path)
+    # The fleet keeps every model's outcome until its digest, which needs the figures only: the
+    # drawn documents and images (about 4 MB a model with every method) go now.
+    kept = dataclasses.replace(model_run, report=dataclasses.replace(report, rendered=None))
     if email_per_model:
         email_error = _email_report(run.db_url, report.rendered, report.path, email)
         if email_error is not None and model_run.failure is None:
             failure = f"report written to {report.path} but not e-mailed: {email_error}"
-            return ModelOutcome(
-                member, dataclasses.replace(model_run, failure=failure), alert_error=alert_error
-            )
-    return ModelOutcome(member, model_run, alert_error=alert_error)
+            return ModelOutcome(member, dataclasses.replace(kept, failure=failure), alert_error=alert_error)
+    return ModelOutcome(member, kept, alert_error=alert_error)
 
 
 def _summary(outcome: ModelOutcome) -> ModelSummary:
