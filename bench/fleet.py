@@ -4,20 +4,27 @@ the run outside the methods' own computation (issue 15).
 Builds `--models` registries of 2 weekly drops of a small MLP (12 features, Dense 64-32-1, 2,000
 eval rows), then times `drift-audit run --fleet` in this process, as a user runs it (Prefect's
 temporary server included). A sampler thread reads this process's RSS every 0.2 s and notes it when
-the 10th and the last model's report is written. The methods' own computation is the sum of
-`method_results.seconds` of the run.
+the 10th and the last model's report is written.
 
     .venv/bin/python bench/fleet.py [--models 50] [--methods all|weight_sum,permutation] \\
-        [--task-runner default|dask] [--dask-workers 2] [--tf-threads N] [--out DIR]
+        [--task-runner default|dask] [--dask-workers 2] [--tf-threads N] [--alone-models 10] [--out DIR]
 
 `--dask-workers` sizes the local Dask cluster (the product's is `flows.runners.LOCAL_CLUSTER`, 2);
 `--tf-threads` limits TensorFlow to N intra-op and N inter-op threads in this process and in the
 Dask workers (they inherit the environment), so that 1 and 2 workers can be compared on 2 cores.
 
-Cores busy = CPU time (this process and its children: the temporary server, Dask workers) /
-(wall time x cores). Outside share = 1 - (method seconds / cores) / wall time: of the machine's
-capacity over the run, the part not spent inside a method (start-up, loading, storing, rendering,
-Prefect's bookkeeping, and idle cores).
+Cores busy = CPU time (this process and its children: the temporary server, the report-drawing
+process, Dask workers; each child's share is printed too) / (wall time x cores).
+
+The methods' own computation, two ways:
+- `outside_share_vs_alone` = 1 - methods alone / wall time. After the run, the same methods run on
+  the first `--alone-models` models, one after another in this process (each drop's model, and
+  the previous model on the second drop's sample, as the flow runs them; models freshly loaded,
+  loading not timed); their time is scaled to the fleet. What the run would take if everything
+  around the methods cost nothing. 0 skips it.
+- `outside_share` = 1 - (sum of `method_results.seconds` / cores) / wall time, the first measure:
+  it counts each method's wall time while other tasks run beside it (inflated when they overlap)
+  and leaves the previous model's runs out (their seconds are not stored).
 """
 
 from __future__ import annotations
@@ -106,6 +113,17 @@ def methods_alone(fleet: Path, n_models: int, methods: str) -> float:
     return total
 
 
+def _role(command: str) -> str:
+    """What a child process of the run is, from its command line."""
+    if "flows.render_pool" in command:
+        return "drawing_process"
+    if "multiprocessing" in command or "dask" in command:  # a local cluster's spawned workers
+        return "dask_workers"
+    if "prefect" in command or "uvicorn" in command:
+        return "prefect_server"
+    return "other_children"
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -165,29 +183,38 @@ def main() -> None:
     sampler.start()
     start_wall, start_self = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     start_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    living: dict[int, float] = {}
+    living: dict[int, tuple[str, float]] = {}
 
     def note_children() -> None:  # the temporary server and Dask workers are still alive at the end
         import psutil
 
         for child in psutil.Process().children(recursive=True):
             try:
-                times = child.cpu_times()
-                living[child.pid] = times.user + times.system
+                times, command = child.cpu_times(), " ".join(child.cmdline())
+                living[child.pid] = (_role(command), times.user + times.system)
             except psutil.Error:
                 pass
 
     from prefect.server.api.server import SubprocessASGIServer
 
-    stop = SubprocessASGIServer.stop
+    from flows import render_pool
 
-    def stop_and_note(self: SubprocessASGIServer) -> None:
-        note_children()
-        stop(self)
+    def noting_first(stop: Any) -> Any:  # the server and the drawing process are stopped in the run
+        def stop_and_note(self: Any) -> None:
+            note_children()
+            stop(self)
 
-    SubprocessASGIServer.stop = stop_and_note  # type: ignore[method-assign]
+        return stop_and_note
+
+    SubprocessASGIServer.stop = noting_first(SubprocessASGIServer.stop)  # type: ignore[method-assign]
+    render_pool._Drawer.stop = noting_first(render_pool._Drawer.stop)  # type: ignore[method-assign]
     code = cli(command)
     note_children()
+    import psutil
+
+    # Children reaped in the run (the drawing process; a temporary server stopped by the CLI) are in
+    # RUSAGE_CHILDREN already; only those still alive are added from their notes.
+    alive = {child.pid for child in psutil.Process().children(recursive=True)}
     wall = time.perf_counter() - start_wall
     end_self, end_children = (
         resource.getrusage(resource.RUSAGE_SELF),
@@ -199,7 +226,7 @@ def main() -> None:
         getattr(end, field) - getattr(begin, field)
         for end, begin in ((end_self, start_self), (end_children, start_children))
         for field in ("ru_utime", "ru_stime")
-    ) + sum(living.values())
+    ) + sum(seconds for pid, (_, seconds) in living.items() if pid in alive)
     with sqlite3.connect(out / "drift-audit.db") as connection:
         method_seconds = connection.execute(
             "SELECT COALESCE(SUM(seconds), 0) FROM method_results"
@@ -218,6 +245,10 @@ def main() -> None:
         "cpu_s": round(cpu, 1),
         "cores": cores,
         "cores_busy": round(cpu / (wall * cores), 3),
+        **{
+            f"cpu_{role}_s": round(sum(seconds for r, seconds in living.values() if r == role), 1)
+            for role in sorted({role for role, _ in living.values()})
+        },
         "method_results": n_tasks,
         "method_seconds": round(method_seconds, 1),
         "outside_share": round(1 - (method_seconds / cores) / wall, 3),
