@@ -13,7 +13,7 @@ Not `multiprocessing`: its spawned processes first import the parent's main scri
 script that runs the flow without an ``if __name__ == "__main__":`` guard would then start a
 second audit in the child. This child runs this module and nothing of the caller's.
 
-`rendering_in_process_pool()` starts the child for the block (a context variable, so the fleet's
+`drawing_in_child_process()` starts the child for the block (a context variable, so the fleet's
 model threads, started inside it with a copy of the context, see it); `render` draws through it
 when one is running, else in the calling process. An exception raised while drawing is raised
 again in the caller, as it would be in process. A child that died (killed, out of memory) is not
@@ -56,8 +56,13 @@ class _Drawer:
     """The child process and the lock that keeps one request on its pipe at a time."""
 
     def __init__(self) -> None:
+        # the caller's import path, so the child finds `flows` and `reports` wherever the caller did
+        path = os.pathsep.join(entry for entry in sys.path if entry)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.render_pool"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "flows.render_pool"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         self.lock = threading.Lock()
         self.gone = False
@@ -98,7 +103,7 @@ _DRAWER: contextvars.ContextVar[_Drawer | None] = contextvars.ContextVar("drift_
 
 
 @contextlib.contextmanager
-def rendering_in_process_pool() -> Iterator[None]:
+def drawing_in_child_process() -> Iterator[None]:
     """Draw the reports of this block (and of threads started inside it with a copy of its context)
     in a child process; the child is stopped when the block ends."""
     drawer = _Drawer()  # it imports while the first model is audited

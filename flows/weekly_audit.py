@@ -78,7 +78,7 @@ from flows.method_tasks import (
     method_task,
 )
 from flows.preflight import chosen_methods
-from flows.render_pool import rendering_in_process_pool
+from flows.render_pool import drawing_in_child_process
 from flows.runners import default_task_runner
 from flows.settings import (
     DEFAULT_OUT_DIR,
@@ -742,7 +742,7 @@ def _audit_fleet(run: FleetRun, email: EmailOptions, email_per_model: bool) -> F
     upgrade_database_task(run.db_url)  # once, before models write concurrently
     expire_leases_task(run.db_url)
     with (
-        rendering_in_process_pool(),
+        drawing_in_child_process(),
         ThreadPoolExecutor(max_workers=FLEET_MODELS_AT_ONCE, thread_name_prefix="fleet-model") as pool,
     ):
         futures = [

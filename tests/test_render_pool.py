@@ -15,7 +15,7 @@ import pytest
 
 import flows.render_pool
 from audit.types import ReportInput
-from flows.render_pool import render, rendering_in_process_pool
+from flows.render_pool import drawing_in_child_process, render
 from reports.render import render_outputs
 from reports.rendered import RenderedReport
 from tests.report_builders import sequence_input
@@ -55,7 +55,7 @@ def test_the_child_draws_the_same_documents(
         raise AssertionError("a report was drawn in the flow's process")
 
     monkeypatch.setattr(flows.render_pool, "render_outputs", not_here)  # the child's is its own
-    with rendering_in_process_pool():
+    with drawing_in_child_process():
         (drawer,) = drawing_processes()
         in_child = render(report_input, LOGGER, report_link="https://r.example/x", report_attached=False)
         # the fleet's model threads start with a copy of the context: they draw through it too
@@ -75,7 +75,7 @@ def test_an_error_in_drawing_is_raised_in_the_caller(report_input: ReportInput) 
     broken = dataclasses.replace(report_input, current=None)  # the report of nothing
     with pytest.raises(Exception) as in_process:
         render_outputs(broken)
-    with rendering_in_process_pool():
+    with drawing_in_child_process():
         with pytest.raises(type(in_process.value)) as from_child:
             render(broken, LOGGER, report_link=None, report_attached=True)
         assert drawing_processes(), "the child stops at an error in one report"
@@ -85,7 +85,7 @@ def test_an_error_in_drawing_is_raised_in_the_caller(report_input: ReportInput) 
 def test_a_dead_child_falls_back_to_this_process(
     report_input: ReportInput, drawn_here: RenderedReport, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with rendering_in_process_pool(), caplog.at_level(logging.WARNING, logger=LOGGER.name):
+    with drawing_in_child_process(), caplog.at_level(logging.WARNING, logger=LOGGER.name):
         render(report_input, LOGGER, report_link=None, report_attached=True)  # the child is up
         (drawer,) = drawing_processes()
         drawer.send_signal(signal.SIGKILL)
